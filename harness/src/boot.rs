@@ -1,0 +1,498 @@
+//! Boot stage: QEMU with the topology's NUMA layout, Xen as its multiboot
+//! kernel and dom0 with its initramfs; the serial console captured to a log
+//! and watched line by line, so a boot stops at its result block, or as soon
+//! as Xen panics, dom0 dies, QEMU exits or a timeout passes, each a distinct
+//! error naming the log.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::config::Timeouts;
+use crate::console::{self, Event};
+use crate::scenario::Scenario;
+use crate::topology::Topology;
+use crate::{image, paths};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// `qemu-images/machine.yaml`: what every boot shares.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub xen_cmdline: Vec<String>,
+    pub dom0_cmdline: Vec<String>,
+}
+
+impl Machine {
+    pub fn load() -> Result<Machine> {
+        crate::config::load_yaml(&paths::images_dir().join("machine.yaml"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG",
+        })
+    }
+}
+
+/// KVM where it works, TCG otherwise, with the reason. `NUMA_HARNESS_ACCEL`
+/// (`kvm` or `tcg`) overrides the probe.
+pub fn detect_accel() -> Result<(Accel, String)> {
+    match std::env::var("NUMA_HARNESS_ACCEL").as_deref() {
+        Ok("kvm") => return Ok((Accel::Kvm, "NUMA_HARNESS_ACCEL=kvm".into())),
+        Ok("tcg") => return Ok((Accel::Tcg, "NUMA_HARNESS_ACCEL=tcg".into())),
+        Ok(other) => anyhow::bail!("NUMA_HARNESS_ACCEL={other:?}: expected `kvm` or `tcg`"),
+        Err(_) => {}
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Ok((Accel::Tcg, "/dev/kvm cannot be opened".into()));
+    }
+    // /dev/kvm can exist and still not run a guest (seen: QEMU aborting on
+    // an MSR write); only starting a VM tells.
+    let probe = duct::cmd!(QEMU, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-nodefaults", "-display", "none", "-serial", "none", "-monitor", "stdio", "-S")
+        .stdin_bytes("quit\n")
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("cannot run {QEMU}"))?;
+    if probe.status.success() {
+        Ok((Accel::Kvm, "/dev/kvm works".into()))
+    } else {
+        let why = String::from_utf8_lossy(&probe.stderr);
+        let why = why.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
+        Ok((Accel::Tcg, format!("a KVM guest does not start here: {why}")))
+    }
+}
+
+/// Everything one boot needs.
+pub struct Boot<'a> {
+    pub topology: &'a Topology,
+    pub scenario: &'a Scenario,
+    pub machine: &'a Machine,
+    pub xen: PathBuf,
+    pub kernel: PathBuf,
+    pub base_image: PathBuf,
+    /// Where the console log, the boot's initramfs and its report go.
+    pub run_dir: PathBuf,
+    pub accel: Accel,
+    pub interactive: bool,
+}
+
+impl Boot<'_> {
+    pub fn console_log(&self) -> PathBuf {
+        self.run_dir.join("console.log")
+    }
+
+    fn initrd(&self) -> PathBuf {
+        self.run_dir.join("dom0.cpio")
+    }
+
+    /// Writes the boot's initramfs (base image + scenario).
+    pub fn prepare(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.run_dir)?;
+        let mut bytes = std::fs::read(&self.base_image)
+            .with_context(|| format!("reading {}", self.base_image.display()))?;
+        image::scenario(self.scenario).write(&mut bytes)?;
+        paths::write_atomic(&self.initrd(), &bytes)
+    }
+
+    /// The QEMU command line (program first).
+    pub fn command(&self) -> Vec<String> {
+        let mut xen_cmdline = self.machine.xen_cmdline.clone();
+        xen_cmdline.extend(self.scenario.xen_cmdline.iter().cloned());
+        let mut dom0_cmdline = self.machine.dom0_cmdline.clone();
+        if self.interactive {
+            dom0_cmdline.push("numa_harness.shell".into());
+        }
+        let (accel, cpu) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            // SVM lets Xen build PVH and HVM guests; RDRAND spares
+            // xenstored minutes of waiting for the entropy pool.
+            Accel::Tcg => ("tcg,thread=multi", "qemu64,+svm,+rdrand"),
+        };
+        let chardev = if self.interactive {
+            format!("stdio,id=con,mux=on,signal=off,logfile={}", self.console_log().display())
+        } else {
+            "stdio,id=con,signal=off".to_string()
+        };
+        // Multiboot modules are separated by commas: a comma inside one is
+        // written twice.
+        let module = |path: &Path, args: &str| format!("{} {}", path.display(), args).replace(',', ",,");
+        let mut cmd: Vec<String> = [QEMU, "-machine", "q35", "-accel", accel, "-cpu", cpu]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        cmd.extend(self.topology.qemu_args());
+        cmd.extend(
+            [
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-chardev",
+                &chardev,
+                "-serial",
+                "chardev:con",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        if self.interactive {
+            cmd.extend(["-mon".into(), "chardev=con,mode=readline".into()]);
+        } else {
+            cmd.extend(["-monitor".into(), "none".into()]);
+        }
+        cmd.extend([
+            "-kernel".into(),
+            self.xen.display().to_string(),
+            "-append".into(),
+            xen_cmdline.join(" "),
+            "-initrd".into(),
+            format!("{},{}", module(&self.kernel, &dom0_cmdline.join(" ")), self.initrd().display()),
+        ]);
+        cmd
+    }
+
+    /// Boots with the console on this terminal (dom0 shell after the
+    /// scenario), logging it too.
+    pub fn run_interactive(&self) -> Result<()> {
+        self.prepare()?;
+        let cmd = self.command();
+        eprintln!("boot: interactive; Ctrl-A X quits QEMU, Ctrl-A C its monitor; log: {}", self.console_log().display());
+        duct::cmd(&cmd[0], &cmd[1..]).unchecked().run()?;
+        Ok(())
+    }
+
+    /// Boots and watches the console; returns its text once the result
+    /// block is complete.
+    pub fn run(&self, timeouts: &Timeouts) -> Result<String, BootError> {
+        self.prepare().map_err(BootError::Setup)?;
+        let cmd = self.command();
+        let stderr = self.run_dir.join("qemu-stderr.log");
+        let expr = duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr);
+        watch(expr, timeouts, &self.console_log(), &stderr)
+    }
+}
+
+/// How a boot failed. Each names the console log to read.
+#[derive(Debug)]
+pub enum BootError {
+    /// The boot could not even be set up (files, QEMU not startable).
+    Setup(anyhow::Error),
+    /// QEMU exited before the result block.
+    QemuExited { status: String, stage: &'static str, stderr: String, log: PathBuf },
+    /// Xen panicked.
+    XenPanic { message: Vec<String>, log: PathBuf },
+    /// dom0's kernel panicked, Xen saw dom0 crash, or dom0's init gave up.
+    Dom0Died { line: String, log: PathBuf },
+    /// Nothing decisive before the stage's timeout.
+    Timeout { stage: &'static str, after: Duration, log: PathBuf },
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::Setup(e) => write!(f, "cannot start the boot: {e:#}"),
+            BootError::QemuExited { status, stage, stderr, log } => {
+                write!(f, "QEMU exited ({status}) {stage}; console log: {}", log.display())?;
+                if !stderr.trim().is_empty() {
+                    write!(f, "\nQEMU said:\n    {}", stderr.trim().replace('\n', "\n    "))?;
+                }
+                Ok(())
+            }
+            BootError::XenPanic { message, log } => write!(
+                f,
+                "Xen panicked:\n    {}\nconsole log: {}",
+                message.join("\n    "),
+                log.display()
+            ),
+            BootError::Dom0Died { line, log } => {
+                write!(f, "dom0 died before its result block: {line}\nconsole log: {}", log.display())
+            }
+            BootError::Timeout { stage, after, log } => write!(
+                f,
+                "timed out after {} s {stage}; console log: {}\n(raise every timeout with --timeout-scale or NUMA_HARNESS_TIMEOUT_SCALE)",
+                after.as_secs(),
+                log.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BootError {}
+
+enum Msg {
+    Line(String),
+    Eof,
+}
+
+/// Where a boot is, for timeouts and for saying how far it got.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+enum Stage {
+    Starting,
+    Xen,
+    Dom0,
+    Done,
+}
+
+impl Stage {
+    fn waiting_for(self) -> &'static str {
+        match self {
+            Stage::Starting => "before Xen printed its banner (did Xen load?)",
+            Stage::Xen => "after Xen started, before dom0's init announced itself",
+            Stage::Dom0 => "after dom0's init started, before its result block ended",
+            Stage::Done => "after the result block, waiting for power-off",
+        }
+    }
+}
+
+/// Runs `expr` (QEMU, or a stand-in in tests) with its stdout as the serial
+/// console: logs every line to `log` and decides, line by line, whether the
+/// boot succeeded, failed, or goes on.
+pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &Path) -> Result<String, BootError> {
+    let mut file = std::fs::File::create(log)
+        .with_context(|| format!("creating {}", log.display()))
+        .map_err(BootError::Setup)?;
+    let handle = Arc::new(
+        expr.stdin_null()
+            .unchecked()
+            .reader()
+            .with_context(|| "cannot start QEMU".to_string())
+            .map_err(BootError::Setup)?,
+    );
+    let (tx, rx) = mpsc::channel();
+    let reader = {
+        let handle = Arc::clone(&handle);
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(&*handle);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        if tx.send(Msg::Line(line)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(Msg::Eof);
+        })
+    };
+
+    let start = Instant::now();
+    let log_path = log.to_path_buf();
+    let mut text = String::new();
+    let mut stage = Stage::Starting;
+    let mut done_at = None;
+    // After a panic, keep reading briefly for its message, then stop.
+    let mut dying: Option<(Instant, BootError)> = None;
+
+    let result = loop {
+        let deadline = if let Some((until, _)) = &dying {
+            *until
+        } else {
+            match stage {
+                Stage::Starting => start + timeouts.xen_banner,
+                Stage::Xen => start + timeouts.dom0_init,
+                Stage::Dom0 => start + timeouts.result,
+                Stage::Done => done_at.unwrap() + timeouts.poweroff,
+            }
+        };
+        let msg = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        match msg {
+            Ok(Msg::Line(line)) => {
+                let _ = writeln!(file, "{line}");
+                text.push_str(&line);
+                text.push('\n');
+                if let Some((_, err)) = &mut dying {
+                    if let BootError::XenPanic { message, .. } = err {
+                        let body = line.trim_start_matches("(XEN) ").trim();
+                        if !body.is_empty() && !body.starts_with("****") && !body.starts_with("Reboot") && message.len() < 8 {
+                            message.push(body.to_string());
+                        }
+                    }
+                    continue;
+                }
+                match console::event(&line) {
+                    Some(Event::XenStarted) if stage < Stage::Xen => stage = Stage::Xen,
+                    Some(Event::Dom0Init) if stage < Stage::Dom0 => stage = Stage::Dom0,
+                    Some(Event::ResultEnd) => {
+                        stage = Stage::Done;
+                        done_at = Some(Instant::now());
+                    }
+                    Some(Event::XenPanic) => {
+                        let err = BootError::XenPanic { message: Vec::new(), log: log_path.clone() };
+                        dying = Some((Instant::now() + Duration::from_secs(2), err));
+                    }
+                    Some(Event::Dom0Died(what)) if stage < Stage::Done => {
+                        let err = BootError::Dom0Died { line: what, log: log_path.clone() };
+                        dying = Some((Instant::now() + Duration::from_secs(1), err));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Msg::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = wait_exit(&handle);
+                if let Some((_, err)) = dying {
+                    break Err(err);
+                }
+                if stage == Stage::Done {
+                    break Ok(());
+                }
+                let stage_text = match stage {
+                    Stage::Starting => "before Xen printed its banner",
+                    Stage::Xen => "after Xen started, before dom0's init",
+                    _ => "before the result block ended",
+                };
+                break Err(BootError::QemuExited {
+                    status,
+                    stage: stage_text,
+                    stderr: std::fs::read_to_string(stderr).unwrap_or_default(),
+                    log: log_path.clone(),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some((_, err)) = dying {
+                    break Err(err);
+                }
+                if stage == Stage::Done {
+                    eprintln!("boot: the machine did not power off after the result block; stopping QEMU");
+                    break Ok(());
+                }
+                break Err(BootError::Timeout {
+                    stage: stage.waiting_for(),
+                    after: start.elapsed(),
+                    log: log_path.clone(),
+                });
+            }
+        }
+    };
+    // Whatever happened, QEMU does not outlive the boot. The reader thread
+    // ends when the console pipe closes; it is not waited for, since a
+    // process QEMU left behind could hold the pipe open.
+    let _ = handle.kill();
+    drop(rx);
+    drop(reader);
+    result.map(|()| text)
+}
+
+fn wait_exit(handle: &duct::ReaderHandle) -> String {
+    for _ in 0..50 {
+        match handle.try_wait() {
+            Ok(Some(out)) => return describe(&out.status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return format!("unknown status: {e}"),
+        }
+    }
+    "closed its console but did not exit".into()
+}
+
+fn describe(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts(secs: u64) -> Timeouts {
+        let d = Duration::from_secs(secs);
+        Timeouts { xen_banner: d, dom0_init: d, result: d, poweroff: d }
+    }
+
+    /// Runs a shell script as the "machine" whose stdout is the console.
+    fn run(script: &str, secs: u64) -> (Result<String, BootError>, Duration) {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let r = watch(
+            duct::cmd!("sh", "-c", script),
+            &timeouts(secs),
+            &dir.path().join("console.log"),
+            &dir.path().join("stderr.log"),
+        );
+        (r, start.elapsed())
+    }
+
+    const XEN: &str = "printf '(XEN) Xen version 4.17.5 (root@) debug=n\\r\\n'";
+    const INIT: &str = "echo 'numa-harness: dom0 init started'";
+    const BLOCK: &str = "echo '==== numa-harness result begin ===='; echo '### collect x rc=0'; echo '| y'; \
+                         echo '==== numa-harness result end: 0 failed ===='";
+
+    #[test]
+    fn complete_boot() {
+        let (r, _) = run(&format!("{XEN}; {INIT}; {BLOCK}"), 10);
+        let text = r.unwrap();
+        assert_eq!(console::result_block(&text).unwrap()[0].output, ["y"]);
+    }
+
+    /// A guest killed before its result block is reported as such, at once.
+    #[test]
+    fn killed_guest() {
+        let (r, took) = run(&format!("{XEN}; {INIT}; kill -9 $$"), 60);
+        let err = r.unwrap_err();
+        assert!(matches!(err, BootError::QemuExited { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.starts_with("QEMU exited (killed by signal 9) before the result block ended; console log: "), "{msg}");
+        assert!(took < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn xen_panic_stops_at_once() {
+        let (r, took) = run(
+            &format!(
+                "{XEN}; echo '(XEN) ****************************************'; echo '(XEN) Panic on CPU 0:'; \
+                 echo '(XEN) Could not construct domain 0'; echo '(XEN) ****************************************'; sleep 100"
+            ),
+            60,
+        );
+        let err = r.unwrap_err();
+        assert!(matches!(err, BootError::XenPanic { .. }), "{err}");
+        assert!(err.to_string().contains("Could not construct domain 0"), "{err}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[test]
+    fn dom0_panic_stops_at_once() {
+        let (r, took) = run(&format!("{XEN}; echo '[ 2.0] Kernel panic - not syncing: VFS'; sleep 100"), 60);
+        assert!(matches!(r, Err(BootError::Dom0Died { .. })));
+        assert!(took < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn silent_machine_times_out() {
+        let (r, _) = run(&format!("{XEN}; sleep 100"), 1);
+        let err = r.unwrap_err();
+        assert!(err.to_string().starts_with("timed out after 1 s after Xen started, before dom0's init"), "{err}");
+    }
+
+    #[test]
+    fn xen_never_loads() {
+        let (r, _) = run("echo 'qemu: could not load kernel' >&2; exit 1", 10);
+        let err = r.unwrap_err().to_string();
+        assert!(err.starts_with("QEMU exited (exit status 1) before Xen printed its banner"), "{err}");
+    }
+}

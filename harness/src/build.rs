@@ -1,0 +1,226 @@
+//! Build stage: a git work tree per build (the pinned base with its patches
+//! applied by `git am`), hypervisor and tools built in it, and the results
+//! kept as artifacts under a key made from everything that went in.
+//!
+//! A build whose key already has artifacts does nothing at all. Otherwise the
+//! build's work tree is reset to the base and patched again: git rewrites only
+//! the files that differ, so make recompiles only what the change touched.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use xshell::{cmd, Shell};
+
+use crate::fetch::XenSource;
+use crate::patch::{self, Flavor, Series};
+use crate::{host, paths};
+
+/// Bump when the way artifacts are made changes, so old ones are not reused.
+const RECIPE: &str = "1";
+
+/// `xen/build.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    pub hypervisor: HypervisorConfig,
+    pub tools: ToolsConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorConfig {
+    /// `CONFIG_FOO=y` lines applied on top of the defconfig.
+    pub kconfig: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    pub configure: Vec<String>,
+}
+
+/// What a finished build leaves: `xen` (the multiboot ELF QEMU loads),
+/// `xen-syms` and `tools/` (the tools installed with DESTDIR).
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub flavor: Flavor,
+    pub key: String,
+    pub dir: PathBuf,
+}
+
+impl Artifacts {
+    pub fn xen(&self) -> PathBuf {
+        self.dir.join("xen")
+    }
+
+    pub fn tools(&self) -> PathBuf {
+        self.dir.join("tools")
+    }
+}
+
+fn config_path() -> PathBuf {
+    paths::xen_dir().join("build.yaml")
+}
+
+/// The content key of a build: base, build configuration and patches.
+pub fn key(source: &XenSource, series: &Series, flavor: Flavor) -> Result<String> {
+    let config = std::fs::read(config_path())
+        .with_context(|| format!("cannot read {}", config_path().display()))?;
+    let mut k = paths::KeyBuilder::default();
+    k.add("recipe", RECIPE).add("xen", &source.id).add("build.yaml", config);
+    for p in series.for_flavor(flavor) {
+        let body = std::fs::read(&p.path)
+            .with_context(|| format!("cannot read patch {}", p.path.display()))?;
+        k.add("patch", p.name()).add("body", body);
+    }
+    Ok(k.finish())
+}
+
+pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) -> Result<Artifacts> {
+    let key = key(source, series, flavor)?;
+    let dir = paths::cache()?.join("artifacts").join(&key);
+    let artifacts = Artifacts { flavor, key: key.clone(), dir: dir.clone() };
+    if dir.join("tools").is_dir() && dir.join("xen").is_file() {
+        eprintln!("build: {flavor}: up to date ({key})");
+        return Ok(artifacts);
+    }
+    let config: BuildConfig = crate::config::load_yaml(&config_path())?;
+    let patches = series.for_flavor(flavor);
+    let tree = paths::cache()?.join("trees").join(flavor.name());
+    // Logs and configuration stamps live beside the tree, not in it, where
+    // `git clean` would remove them.
+    let logs = paths::cache()?.join("trees").join(format!("{}.state", flavor.name()));
+    std::fs::create_dir_all(&logs)?;
+    eprintln!(
+        "build: {flavor}: {} patch(es) on Xen {}, work tree {}",
+        patches.len(),
+        source.directory,
+        tree.display()
+    );
+
+    prepare_tree(sh, source, &tree)?;
+    patch::apply(sh, &tree, &patches)?;
+
+    let stage = paths::staging_dir(&dir)?;
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(&tree, &logs, step, "make", args) };
+
+    configure_hypervisor(&tree, &logs, &config.hypervisor)?;
+    make("hypervisor", &["-C", "xen", "-j", &jobs])?;
+
+    configure_tools(&tree, &logs, &config.tools)?;
+    make("tools", &["build-tools", "-j", &jobs])?;
+    let destdir = format!("DESTDIR={}", stage.join("tools").display());
+    make("install-tools", &["install-tools", &destdir])?;
+
+    for f in ["xen", "xen-syms"] {
+        std::fs::copy(tree.join("xen").join(f), stage.join(f))
+            .with_context(|| format!("copying xen/{f} out of {}", tree.display()))?;
+    }
+    let names: Vec<String> = patches.iter().map(|p| p.name()).collect();
+    std::fs::write(
+        stage.join("build-info.yaml"),
+        format!("flavor: {flavor}\nkey: {key}\nxen: {}\npatches: {:?}\n", source.id, names),
+    )?;
+    paths::commit_dir(&stage, &dir)?;
+    let _ = sh;
+    eprintln!("build: {flavor}: done ({key})");
+    Ok(artifacts)
+}
+
+/// Makes `tree` a git work tree of the pristine base with nothing applied,
+/// keeping untracked build outputs (git ignores them) so make can reuse them.
+fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
+    const BASE_TAG: &str = "numa-harness-base";
+    let git_id = ["-c", "user.name=numa-harness", "-c", "user.email=numa-harness@localhost"];
+    if !tree.join(".git").is_dir()
+        || cmd!(sh, "git -C {tree} rev-parse -q --verify {BASE_TAG}").quiet().ignore_stdout().run().is_err()
+    {
+        eprintln!("build: unpacking {} into {}", source.tarball.display(), tree.display());
+        let tmp = paths::staging_dir(tree)?;
+        let tarball = &source.tarball;
+        cmd!(sh, "tar -xf {tarball} -C {tmp}").quiet().run()?;
+        let top = tmp.join(&source.directory);
+        if !top.is_dir() {
+            bail!("{} has no top-level directory {}", tarball.display(), source.directory);
+        }
+        let _cd = sh.push_dir(&top);
+        cmd!(sh, "git init -q").quiet().run()?;
+        cmd!(sh, "git add -A -f").quiet().run()?;
+        let msg = format!("Xen {} (pristine base)", source.id);
+        cmd!(sh, "git {git_id...} commit -q --no-verify -m {msg}").quiet().run()?;
+        cmd!(sh, "git tag {BASE_TAG}").quiet().run()?;
+        drop(_cd);
+        paths::commit_dir(&top, tree)?;
+        std::fs::remove_dir_all(&tmp)?;
+        return Ok(());
+    }
+    let _cd = sh.push_dir(tree);
+    cmd!(sh, "git am --abort").quiet().ignore_status().ignore_stderr().run()?;
+    cmd!(sh, "git reset -q --hard {BASE_TAG}").quiet().run()?;
+    cmd!(sh, "git clean -q -fd").quiet().run()?;
+    Ok(())
+}
+
+/// defconfig plus `kconfig` lines; redone only when they change, so that an
+/// unchanged configuration does not trigger a rebuild.
+fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> Result<()> {
+    let stamp = logs.join("kconfig.stamp");
+    let want = config.kconfig.join("\n");
+    if tree.join("xen/.config").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    run_logged(tree, logs, "hypervisor-config", "make", &["-C", "xen", "defconfig"])?;
+    if !config.kconfig.is_empty() {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(tree.join("xen/.config"))?;
+        writeln!(f, "{want}")?;
+        run_logged(tree, logs, "hypervisor-config", "make", &["-C", "xen", "olddefconfig"])?;
+    }
+    std::fs::write(stamp, want)?;
+    Ok(())
+}
+
+fn configure_tools(tree: &Path, logs: &Path, config: &ToolsConfig) -> Result<()> {
+    let stamp = logs.join("configure.stamp");
+    let want = config.configure.join("\n");
+    if tree.join("config.status").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(());
+    }
+    let mut args = vec![format!("PYTHON={}", host::PYTHON)];
+    args.extend(config.configure.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let configure = tree.join("configure");
+    run_logged(tree, logs, "configure", &configure.to_string_lossy(), &args)?;
+    std::fs::write(stamp, want)?;
+    Ok(())
+}
+
+/// Runs one build step with its output in `<logs>/<step>.log`; on failure
+/// the error shows the log's tail and names it.
+fn run_logged(tree: &Path, logs: &Path, step: &str, program: &str, args: &[&str]) -> Result<()> {
+    let log = logs.join(format!("{step}.log"));
+    let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    eprintln!("build:   {step}: {program} {} (log: {})", args.join(" "), log.display());
+    let path = format!("/usr/sbin:/usr/bin:/sbin:/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let status = duct::cmd(program, args)
+        .dir(tree)
+        .env("PATH", path)
+        .env("PYTHON", host::PYTHON)
+        .stdout_file(file.try_clone()?)
+        .stderr_file(file)
+        .stdin_null()
+        .unchecked()
+        .run()
+        .with_context(|| format!("cannot run {program} in {}", tree.display()))?
+        .status;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(25)..].join("\n    ");
+        bail!("build step `{step}` failed ({status}); last lines of {}:\n    {tail}", log.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Loading the harness's YAML data files with errors that name the file and
+//! the field, and the settings that are set in exactly one place.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::de::DeserializeOwned;
+
+/// Parses a YAML file; an error names the file, the field path and the line.
+pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    parse_yaml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Parses YAML text; the error says which field is wrong and where.
+pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    // serde_yaml's message starts with the field's path where it has one
+    // ("nodes[1].cpus: invalid type: ...") and ends with line and column.
+    serde_yaml::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        match msg.split_once(": ") {
+            Some((path, rest)) if !path.contains(' ') => format!("field `{path}`: {rest}"),
+            _ => msg,
+        }
+    })
+}
+
+/// Every boot timeout, in one place. `--timeout-scale` or the environment
+/// variable `NUMA_HARNESS_TIMEOUT_SCALE` multiplies them all (e.g. `3` on a
+/// slow runner).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From QEMU's start to Xen's first line on the serial console.
+    pub xen_banner: Duration,
+    /// From QEMU's start to dom0's init announcing itself.
+    pub dom0_init: Duration,
+    /// From QEMU's start to the end of the result block.
+    pub result: Duration,
+    /// From the result block's end to QEMU's exit after power-off.
+    pub poweroff: Duration,
+}
+
+impl Timeouts {
+    /// Under TCG everything is emulated, so a boot is slower by an order of
+    /// magnitude than under KVM; the limits are set for TCG on 2 cores with
+    /// room to spare, and tightened for KVM.
+    pub fn new(kvm: bool, scale: Option<f64>) -> Result<Timeouts> {
+        let scale = match scale {
+            Some(s) => s,
+            None => match std::env::var("NUMA_HARNESS_TIMEOUT_SCALE") {
+                Ok(v) => v.parse().map_err(|_| {
+                    anyhow!("NUMA_HARNESS_TIMEOUT_SCALE={v:?} is not a number (e.g. 2 or 0.5)")
+                })?,
+                Err(_) => 1.0,
+            },
+        };
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(anyhow!("timeout scale must be a positive number, not {scale}"));
+        }
+        let (banner, init, result) = if kvm { (20, 60, 180) } else { (60, 240, 600) };
+        let s = |secs: u64| Duration::from_secs_f64(secs as f64 * scale);
+        Ok(Timeouts {
+            xen_banner: s(banner),
+            dom0_init: s(init),
+            result: s(result),
+            poweroff: s(30),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        items: Vec<Inner>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    #[test]
+    fn yaml_error_names_the_field_and_line() {
+        let err = parse_yaml::<Outer>("items:\n  - count: 1\n  - count: many\n").unwrap_err();
+        assert_eq!(err, "field `items[1].count`: invalid type: string \"many\", expected u32 at line 3 column 12");
+    }
+
+    #[test]
+    fn timeouts_scale() {
+        let t = Timeouts::new(false, Some(2.0)).unwrap();
+        assert_eq!(t.result, Duration::from_secs(1200));
+        assert!(Timeouts::new(false, Some(0.0)).is_err());
+    }
+}
+
+/// A data file's name without directory and `.yaml`: how runs, reports and
+/// snapshots refer to it.
+pub fn stem(path: &Path) -> Result<String> {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", path.display()))
+}

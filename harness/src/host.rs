@@ -1,0 +1,102 @@
+//! Host set-up: every host tool and Debian package the later stages need.
+//! Missing packages are installed with apt when running as root; otherwise
+//! the one command that would install them is printed.
+
+use anyhow::{bail, Result};
+use xshell::{cmd, Shell};
+
+/// Debian packages, with the stage that needs them.
+const PACKAGES: &[(&str, &[&str])] = &[
+    (
+        "build Xen (hypervisor and tools)",
+        &[
+            "build-essential",
+            "bison",
+            "flex",
+            "python3-dev",
+            "libyajl-dev",
+            "uuid-dev",
+            "zlib1g-dev",
+            "libzstd-dev",
+            "liblzma-dev",
+            "libncurses-dev",
+            "libaio-dev",
+            "pkg-config",
+            "acpica-tools",
+            "libext2fs-dev",
+            "libglib2.0-dev",
+            "libpixman-1-dev",
+        ],
+    ),
+    ("fetch and patch", &["git", "xz-utils", "dpkg"]),
+    ("check the initramfs writer (unit tests)", &["cpio"]),
+    ("boot", &["qemu-system-x86"]),
+];
+
+fn installed(sh: &Shell, package: &str) -> bool {
+    let format = "-f=${Status}";
+    cmd!(sh, "dpkg-query -W {format} {package}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|status| status.trim() == "install ok installed")
+        .unwrap_or(false)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid() has no preconditions and cannot fail.
+    unsafe { geteuid() == 0 }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// Makes sure every package is present; installs the missing ones as root.
+pub fn ensure(sh: &Shell) -> Result<()> {
+    if cmd!(sh, "dpkg-query --version").quiet().ignore_stdout().run().is_err() {
+        bail!("this harness needs a Debian (12, bookworm) host: dpkg-query is not available");
+    }
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .flat_map(|(_, pkgs)| pkgs.iter().copied())
+        .filter(|p| !installed(sh, p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (stage, pkgs) in PACKAGES {
+        let here: Vec<&str> = pkgs.iter().copied().filter(|p| missing.contains(p)).collect();
+        if !here.is_empty() {
+            eprintln!("setup: missing to {stage}: {}", here.join(" "));
+        }
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages; install them with:\n    sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing {} package(s) with apt-get", missing.len());
+    apt_update(sh)?;
+    let to_install = missing.clone();
+    cmd!(sh, "apt-get install -y --no-install-recommends {to_install...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()?;
+    let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(sh, p)).collect();
+    if !still.is_empty() {
+        bail!("apt-get did not install: {}", still.join(" "));
+    }
+    Ok(())
+}
+
+pub fn apt_update(sh: &Shell) -> Result<()> {
+    cmd!(sh, "apt-get update -q")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+        .map_err(|e| anyhow::anyhow!("apt-get update failed: {e}\n(check the machine's apt sources)"))
+}
+
+/// Debian's own Python 3: the one on PATH may be a build without Debian's
+/// modules, which Xen's configure and build scripts need.
+pub const PYTHON: &str = "/usr/bin/python3";

@@ -1,0 +1,246 @@
+//! Image stage: dom0's initramfs. The base image holds busybox, the staged
+//! Xen tools and exactly the shared libraries they load, the kernel's Xen
+//! modules, the guest kernel and `qemu-images/dom0/init`. Each boot appends
+//! a small archive with its scenario (Linux unpacks concatenated archives).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::Artifacts;
+use crate::cpio::Archive;
+use crate::fetch::{Sources, UnpackedDeb};
+use crate::paths;
+use crate::scenario::Scenario;
+
+/// The kernel modules dom0 loads, beyond what Debian builds in.
+const MODULES: &[&str] = &["xen-evtchn", "xen-privcmd", "xenfs", "xen-gntdev", "xen-gntalloc"];
+
+/// Parts of the staged tools no one runs in the image.
+fn skip_tool(rel: &str) -> bool {
+    rel.starts_with("usr/include")
+        || rel.starts_with("usr/share")
+        || rel.starts_with("usr/lib/python")
+        || rel.starts_with("usr/lib/pkgconfig")
+        || rel.starts_with("etc/init.d")
+        || rel.starts_with("etc/bash_completion.d")
+        || rel.ends_with(".a")
+}
+
+/// The dom0 kernel image QEMU passes to Xen.
+pub fn kernel(kernel: &UnpackedDeb) -> Result<PathBuf> {
+    let boot = kernel.root.join("boot");
+    std::fs::read_dir(&boot)
+        .with_context(|| format!("reading {}", boot.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))
+}
+
+/// The base image for a build, as an archive ready to be written.
+pub fn base(sources: &Sources, artifacts: &Artifacts) -> Result<Archive> {
+    let mut a = Archive::default();
+    for d in ["dev", "proc", "sys", "tmp", "run", "root", "mnt", "etc", "var"] {
+        a.dir(d);
+    }
+    a.file("init", 0o755, &paths::images_dir().join("dom0/init"));
+    a.file("bin/busybox", 0o755, &sources.busybox.root.join("bin/busybox"));
+
+    let tools = artifacts.tools();
+    a.tree(&tools, "", &skip_tool)?;
+    for lib in shared_libraries(&a, &tools)? {
+        // Copied under the name the loader asks for, whatever symlink the
+        // host has there.
+        a.file(&lib.to_string_lossy(), 0o755, &std::fs::canonicalize(&lib)?);
+    }
+
+    let kernel_image = kernel(&sources.kernel)?;
+    a.file("boot/vmlinuz", 0o644, &kernel_image);
+    let (order, files) = modules(&sources.kernel)?;
+    for (name, path) in files {
+        a.file(&format!("lib/modules/xen/{name}.ko"), 0o644, &path);
+    }
+    a.bytes("lib/modules/xen/load-order", 0o644, order.join("\n") + "\n");
+    a.bytes(
+        "etc/numa-harness-image",
+        0o644,
+        format!(
+            "build: {} {}\nkernel: {} {}\nbusybox: {}\n",
+            artifacts.flavor, artifacts.key, sources.kernel.package, sources.kernel.version, sources.busybox.version
+        ),
+    );
+    Ok(a)
+}
+
+/// The shared libraries from the host that the archive's ELF files load
+/// (through `ldd`, with the staged libraries first), plus libgcc_s, which
+/// glibc loads at run time when xl cancels a thread.
+fn shared_libraries(a: &Archive, tools: &Path) -> Result<BTreeSet<PathBuf>> {
+    let elves: Vec<&Path> = a
+        .files_from_disk()
+        .filter(|(_, src)| is_elf(src))
+        .map(|(_, src)| src)
+        .collect();
+    let out = duct::cmd("ldd", &elves)
+        .env("LD_LIBRARY_PATH", tools.join("usr/lib"))
+        .stderr_to_stdout()
+        .unchecked()
+        .read()
+        .context("running ldd on the staged tools")?;
+    let mut libs = parse_ldd(&out, tools)?;
+    let gcc_s = ["/lib/x86_64-linux-gnu/libgcc_s.so.1", "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("libgcc_s.so.1 not found on the host (package libgcc-s1)")?;
+    libs.insert(gcc_s);
+    Ok(libs)
+}
+
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+}
+
+/// Host libraries named in `ldd` output; those under `staged` are already in
+/// the image. A library ldd cannot find is an error naming it.
+fn parse_ldd(out: &str, staged: &Path) -> Result<BTreeSet<PathBuf>> {
+    let mut libs = BTreeSet::new();
+    let mut file = "";
+    for line in out.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            file = line.trim_end_matches(':');
+            continue;
+        }
+        let line = line.trim();
+        if line.ends_with("not found") {
+            bail!("{file} needs {line} (ldd)");
+        }
+        let path = match line.split_once(" => ") {
+            Some((_, rest)) => rest.split(" (").next().unwrap_or(""),
+            None => line.split(" (").next().unwrap_or(""),
+        };
+        if path.starts_with('/') && !Path::new(path).starts_with(staged) {
+            libs.insert(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+/// The Xen modules and the order to load them in (dependencies first, from
+/// each module's `depends=` in its .modinfo).
+fn modules(kernel: &UnpackedDeb) -> Result<(Vec<String>, BTreeMap<String, PathBuf>)> {
+    let base = kernel.root.join("lib/modules");
+    let release = std::fs::read_dir(&base)
+        .with_context(|| format!("reading {}", base.display()))?
+        .filter_map(|e| e.ok())
+        .next()
+        .with_context(|| format!("no kernel release under {}", base.display()))?
+        .path();
+    let xen = release.join("kernel/drivers/xen");
+    let mut files = BTreeMap::new();
+    let mut deps = BTreeMap::new();
+    let mut todo: Vec<String> = MODULES.iter().map(|m| m.to_string()).collect();
+    while let Some(name) = todo.pop() {
+        if files.contains_key(&name) {
+            continue;
+        }
+        let path = [xen.join(format!("{name}.ko")), xen.join(format!("{name}/{name}.ko"))]
+            .into_iter()
+            .find(|p| p.exists())
+            .with_context(|| format!("kernel module {name} not found under {}", xen.display()))?;
+        let d = modinfo_depends(&std::fs::read(&path)?);
+        todo.extend(d.iter().cloned());
+        deps.insert(name.clone(), d);
+        files.insert(name, path);
+    }
+    let mut order = Vec::new();
+    fn visit(m: &str, deps: &BTreeMap<String, Vec<String>>, order: &mut Vec<String>) {
+        if order.iter().any(|o| o == m) {
+            return;
+        }
+        for d in &deps[m] {
+            visit(d, deps, order);
+        }
+        order.push(m.to_string());
+    }
+    for m in MODULES {
+        visit(m, &deps, &mut order);
+    }
+    Ok((order, files))
+}
+
+/// The `depends=` list from a module's .modinfo strings.
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    ko.split(|&b| b == 0)
+        .find_map(|s| s.strip_prefix(b"depends="))
+        .map(|d| {
+            String::from_utf8_lossy(d)
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The per-boot archive: the scenario's files under /scenario.
+pub fn scenario(scenario: &Scenario) -> Archive {
+    let mut a = Archive::default();
+    for (path, contents) in scenario.dom0_files() {
+        a.bytes(&format!("scenario/{path}"), 0o644, contents);
+    }
+    a
+}
+
+/// Writes the base image for a build once (cached under its build key and
+/// the inputs' identity), and returns its path.
+pub fn write_base(sources: &Sources, artifacts: &Artifacts) -> Result<PathBuf> {
+    let mut key = paths::KeyBuilder::default();
+    key.add("build", &artifacts.key)
+        .add("kernel", &sources.kernel.sha256)
+        .add("busybox", &sources.busybox.sha256)
+        .add("init", std::fs::read(paths::images_dir().join("dom0/init"))?)
+        .add("image.rs", include_str!("image.rs"))
+        .add("cpio.rs", include_str!("cpio.rs"));
+    let path = paths::cache()?.join("images").join(format!("{}.cpio", key.finish()));
+    if path.exists() {
+        return Ok(path);
+    }
+    let archive = base(sources, artifacts)?;
+    let mut bytes = Vec::new();
+    archive.write(&mut bytes)?;
+    paths::write_atomic(&path, &bytes)?;
+    eprintln!("image: {} ({} MiB)", path.display(), bytes.len() >> 20);
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output() {
+        let out = "/s/usr/sbin/xl:\n\
+            \tlinux-vdso.so.1 (0x00007ffc)\n\
+            \tlibxenlight.so.4.17 => /s/usr/lib/libxenlight.so.4.17 (0x00007f)\n\
+            \tlibyajl.so.2 => /lib/x86_64-linux-gnu/libyajl.so.2 (0x00007f)\n\
+            \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        let libs = parse_ldd(out, Path::new("/s")).unwrap();
+        assert_eq!(
+            libs.into_iter().collect::<Vec<_>>(),
+            [PathBuf::from("/lib/x86_64-linux-gnu/libyajl.so.2"), PathBuf::from("/lib64/ld-linux-x86-64.so.2")]
+        );
+        let err = parse_ldd("/s/usr/sbin/xl:\n\tlibfoo.so.1 => not found\n", Path::new("/s")).unwrap_err();
+        assert_eq!(err.to_string(), "/s/usr/sbin/xl needs libfoo.so.1 => not found (ldd)");
+    }
+
+    #[test]
+    fn modinfo() {
+        let ko = b"\x7fELF junk\0license=GPL\0depends=xen-privcmd,foo\0name=xenfs\0";
+        assert_eq!(modinfo_depends(ko), ["xen-privcmd", "foo"]);
+        assert!(modinfo_depends(b"depends=\0").is_empty());
+    }
+}

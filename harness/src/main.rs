@@ -1,0 +1,43 @@
+//! `cargo xtask`: the Xen NUMA placement harness.
+//!
+//! The stages, one module each, in the order a run goes through them:
+//! host (set-up) -> fetch -> patch -> build -> image -> boot (console) ->
+//! parse -> report -> snapshot. Topologies and scenarios are data files in
+//! qemu-images/, loaded by the modules of the same name.
+
+mod boot;
+mod build;
+mod config;
+mod console;
+mod cpio;
+mod fetch;
+mod flags;
+mod host;
+mod image;
+mod parse;
+mod patch;
+mod paths;
+mod pipeline;
+mod report;
+mod scenario;
+mod snapshot;
+mod topology;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let flags = match flags::Xtask::from_env() {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match pipeline::dispatch(flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Parse stage: the output of `xl info -n`, `xl list -n`, `xl vcpu-list` and
+//! the `u` debug key, as the result block carries it, into typed values.
+//! Each parser names the line it cannot read.
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// One NUMA node in `xl info -n`'s `numa_info` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumaInfo {
+    pub node: u32,
+    pub memsize_mib: u64,
+    pub memfree_mib: u64,
+    pub distances: Vec<u32>,
+}
+
+/// One CPU in `xl info -n`'s `cpu_topology` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuInfo {
+    pub cpu: u32,
+    pub core: u32,
+    pub socket: u32,
+    pub node: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct XlInfo {
+    pub xen_version: String,
+    pub nr_nodes: u32,
+    pub nr_cpus: u32,
+    pub numa: Vec<NumaInfo>,
+    pub cpus: Vec<CpuInfo>,
+}
+
+fn numbers<const N: usize>(line: &str) -> Result<[u64; N]> {
+    let v: Vec<u64> = line
+        .split(|c: char| c == ':' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow!("expected {N} numbers in {line:?}"))?;
+    v.try_into().map_err(|_| anyhow!("expected {N} numbers in {line:?}"))
+}
+
+/// `xl info -n`.
+pub fn xl_info(lines: &[String]) -> Result<XlInfo> {
+    let field = |name: &str| -> Result<String> {
+        lines
+            .iter()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+            .with_context(|| format!("`xl info -n` has no {name} line"))
+    };
+    let parse_num = |name: &str| -> Result<u32> {
+        field(name)?.parse().with_context(|| format!("`xl info -n`: {name} is not a number"))
+    };
+    let major = field("xen_major")?;
+    let minor = field("xen_minor")?;
+    let extra = field("xen_extra")?;
+    let mut info = XlInfo {
+        xen_version: format!("{major}.{minor}{extra}"),
+        nr_nodes: parse_num("nr_nodes")?,
+        nr_cpus: parse_num("nr_cpus")?,
+        numa: Vec::new(),
+        cpus: Vec::new(),
+    };
+    let table = |header: &str| -> Result<&[String]> {
+        let start = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(header))
+            .with_context(|| format!("`xl info -n` has no table starting {header:?}"))?;
+        let rest = &lines[start + 1..];
+        let end = rest.iter().position(|l| !l.trim_start().starts_with(|c: char| c.is_ascii_digit())).unwrap_or(rest.len());
+        Ok(&rest[..end])
+    };
+    for line in table("cpu:    core    socket     node")? {
+        let [cpu, core, socket, node] = numbers::<4>(line)?;
+        info.cpus.push(CpuInfo { cpu: cpu as u32, core: core as u32, socket: socket as u32, node: node as u32 });
+    }
+    for line in table("node:    memsize    memfree    distances")? {
+        let (head, dists) = line
+            .trim()
+            .rsplit_once(char::is_whitespace)
+            .with_context(|| format!("malformed numa_info line {line:?}"))?;
+        let [node, memsize, memfree] = numbers::<3>(head)?;
+        let distances = dists
+            .split(',')
+            .map(|d| d.parse::<u32>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("malformed distances in {line:?}"))?;
+        info.numa.push(NumaInfo { node: node as u32, memsize_mib: memsize, memfree_mib: memfree, distances });
+    }
+    if info.numa.len() != info.nr_nodes as usize {
+        bail!("`xl info -n` says nr_nodes {} but lists {} nodes", info.nr_nodes, info.numa.len());
+    }
+    if info.cpus.len() != info.nr_cpus as usize {
+        bail!("`xl info -n` says nr_cpus {} but lists {} CPUs", info.nr_cpus, info.cpus.len());
+    }
+    Ok(info)
+}
+
+/// One row of `xl list -n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListEntry {
+    pub name: String,
+    pub id: u32,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    pub state: String,
+    /// As xl prints it: `all`, `none` or a list like `0-1,3`.
+    pub node_affinity: String,
+}
+
+/// `xl list -n`.
+pub fn xl_list(lines: &[String]) -> Result<Vec<ListEntry>> {
+    let mut rows = lines.iter().skip_while(|l| !l.starts_with("Name"));
+    let header = rows.next().context("`xl list -n` has no header line")?;
+    if !header.trim_end().ends_with("NODE Affinity") {
+        bail!("`xl list -n` header has no NODE Affinity column: {header:?}");
+    }
+    rows.filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let [name, id, mem, vcpus, state, _time, affinity] = w[..] else {
+                bail!("malformed `xl list -n` line {line:?}");
+            };
+            let num = |s: &str| s.parse::<u64>().with_context(|| format!("malformed `xl list -n` line {line:?}"));
+            Ok(ListEntry {
+                name: name.into(),
+                id: num(id)? as u32,
+                mem_mib: num(mem)?,
+                vcpus: num(vcpus)? as u32,
+                state: state.into(),
+                node_affinity: affinity.into(),
+            })
+        })
+        .collect()
+}
+
+/// One row of `xl vcpu-list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VcpuEntry {
+    pub domain: String,
+    pub id: u32,
+    pub vcpu: u32,
+    pub hard: String,
+    pub soft: String,
+}
+
+/// `xl vcpu-list`.
+pub fn xl_vcpu_list(lines: &[String]) -> Result<Vec<VcpuEntry>> {
+    let mut rows = lines.iter().skip_while(|l| !l.starts_with("Name"));
+    rows.next().context("`xl vcpu-list` has no header line")?;
+    rows.filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let bad = || anyhow!("malformed `xl vcpu-list` line {line:?}");
+            let (left, soft) = line.rsplit_once(" / ").ok_or_else(bad)?;
+            let w: Vec<&str> = left.split_whitespace().collect();
+            let [domain, id, vcpu, _cpu, _state, _time, hard] = w[..] else {
+                return Err(bad());
+            };
+            Ok(VcpuEntry {
+                domain: domain.into(),
+                id: id.parse().map_err(|_| bad())?,
+                vcpu: vcpu.parse().map_err(|_| bad())?,
+                hard: hard.into(),
+                soft: soft.trim().into(),
+            })
+        })
+        .collect()
+}
+
+/// What the `u` debug key says of one domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainMemory {
+    pub id: u32,
+    pub total_pages: u64,
+    /// Pages on each node, by node number.
+    pub pages: Vec<(u32, u64)>,
+}
+
+/// The `u` debug key's output (`dump_numa()` in xen/arch/x86/numa.c).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumaDump {
+    /// Free pages on each node, by node number.
+    pub free_pages: Vec<(u32, u64)>,
+    pub domains: Vec<DomainMemory>,
+}
+
+/// Parses the `u` key's output out of `xl dmesg` (or console) lines: from
+/// the last "'u' pressed" line on.
+pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
+    let body = |l: &String| -> String {
+        let l = l.trim_end();
+        l.strip_prefix("(XEN) ").unwrap_or(l).to_string()
+    };
+    let start = lines
+        .iter()
+        .rposition(|l| l.contains("'u' pressed -> dumping numa info"))
+        .context("no \"'u' pressed -> dumping numa info\" line: the debug key's output is missing")?;
+    let mut dump = NumaDump { free_pages: Vec::new(), domains: Vec::new() };
+    let mut in_domains = false;
+    for line in lines[start + 1..].iter().map(body) {
+        let bad = || anyhow!("malformed `u` debug key line {line:?}");
+        if let Some(rest) = line.strip_prefix("NODE") {
+            // NODE0 start->0 size->262144 free->123
+            let (node, rest) = rest.split_once(' ').ok_or_else(bad)?;
+            let free = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("free->"))
+                .ok_or_else(bad)?;
+            dump.free_pages.push((node.parse().map_err(|_| bad())?, free.parse().map_err(|_| bad())?));
+        } else if line.starts_with("Memory location of each domain:") {
+            in_domains = true;
+        } else if let (true, Some(rest)) = (in_domains, line.strip_prefix("Domain ")) {
+            // Domain 1 (total: 51200):
+            let (id, total) = rest.split_once(" (total: ").ok_or_else(bad)?;
+            let total = total.strip_suffix("):").ok_or_else(bad)?;
+            dump.domains.push(DomainMemory {
+                id: id.parse().map_err(|_| bad())?,
+                total_pages: total.parse().map_err(|_| bad())?,
+                pages: Vec::new(),
+            });
+        } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Node ")) {
+            // "    Node 1: 51200"
+            let (node, pages) = rest.split_once(": ").ok_or_else(bad)?;
+            let d = dump.domains.last_mut().ok_or_else(bad)?;
+            d.pages.push((node.parse().map_err(|_| bad())?, pages.trim().parse().map_err(|_| bad())?));
+        }
+    }
+    if dump.free_pages.is_empty() {
+        bail!("the `u` debug key's output lists no NODE line");
+    }
+    Ok(dump)
+}

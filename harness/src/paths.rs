@@ -1,0 +1,145 @@
+//! Where things live: the repository's inputs, the content-addressed cache
+//! outside the source tree, and the per-run outputs under `target/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The repository root (the workspace holding `harness/`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("harness/ has a parent")
+        .to_path_buf()
+}
+
+pub fn patches_dir() -> PathBuf {
+    repo().join("patches")
+}
+
+pub fn xen_dir() -> PathBuf {
+    repo().join("xen")
+}
+
+pub fn images_dir() -> PathBuf {
+    repo().join("qemu-images")
+}
+
+pub fn default_topology() -> PathBuf {
+    images_dir().join("topologies/two-node.yaml")
+}
+
+pub fn default_scenario() -> PathBuf {
+    images_dir().join("scenarios/default.yaml")
+}
+
+pub fn snapshots_dir() -> PathBuf {
+    repo().join("harness/snapshots")
+}
+
+/// Downloads, work trees and build artifacts. `NUMA_HARNESS_CACHE` overrides
+/// the default `$XDG_CACHE_HOME/xen-numa-harness` (or `~/.cache/...`).
+pub fn cache() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("NUMA_HARNESS_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    let base = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(
+            std::env::var_os("HOME").context("neither NUMA_HARNESS_CACHE nor HOME is set")?,
+        )
+        .join(".cache"),
+    };
+    Ok(base.join("xen-numa-harness"))
+}
+
+/// Console logs and reports of the runs: `target/numa-harness/`.
+pub fn output() -> PathBuf {
+    repo().join("target/numa-harness")
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so
+/// that an interrupted run never leaves a half-written file behind.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let dir = path.parent().context("path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// A fresh, empty staging directory next to `dest`, to be renamed onto it
+/// with [`commit_dir`] once complete.
+pub fn staging_dir(dest: &Path) -> Result<PathBuf> {
+    let parent = dest.parent().context("path has no parent")?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.partial-{}",
+        dest.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    Ok(tmp)
+}
+
+/// Moves a completed staging directory into place.
+pub fn commit_dir(tmp: &Path, dest: &Path) -> Result<()> {
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+    std::fs::rename(tmp, dest).with_context(|| format!("renaming to {}", dest.display()))
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(data))
+}
+
+/// Hex SHA-256 of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accumulates named inputs into one content key.
+#[derive(Default)]
+pub struct KeyBuilder(Vec<u8>);
+
+impl KeyBuilder {
+    pub fn add(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        let value = value.as_ref();
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(value);
+        self
+    }
+
+    /// The first 16 hex digits of the SHA-256 of everything added.
+    pub fn finish(&self) -> String {
+        sha256_hex(&self.0)[..16].to_string()
+    }
+}

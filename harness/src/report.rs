@@ -1,0 +1,231 @@
+//! Report stage: one boot's results as a typed, normalised report (what the
+//! snapshots hold), and reports side by side as a table.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::console::Step;
+use crate::parse;
+use crate::patch::Flavor;
+use crate::scenario::Scenario;
+use crate::topology::Topology;
+
+/// Where things landed in one boot. Only what Xen decided is kept: nothing
+/// that changes from run to run of the same build (times, current CPUs).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub topology: String,
+    pub scenario: String,
+    pub build: String,
+    pub xen_version: Option<String>,
+    /// The nodes as Xen saw them (`xl info -n`).
+    pub nodes: Vec<Node>,
+    pub domains: Vec<Domain>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub node: u32,
+    /// The node's CPUs, as a list like `0-1`.
+    pub cpus: String,
+    pub memory_mib: u64,
+    pub free_mib: u64,
+    /// Distances from this node to nodes 0, 1, ...
+    pub distances: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Domain {
+    pub name: String,
+    pub id: u32,
+    /// `all`, or the nodes whose memory Xen allocates from for the domain.
+    pub node_affinity: Option<String>,
+    pub vcpus: Vec<Vcpu>,
+    /// Pages of the domain's memory on each node, by node number.
+    pub pages_per_node: Option<BTreeMap<u32, u64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vcpu {
+    pub vcpu: u32,
+    /// CPUs the vCPU may run on.
+    pub hard_affinity: String,
+    /// CPUs the vCPU prefers.
+    pub soft_affinity: String,
+}
+
+/// A list of numbers in xl's range syntax: `0-1,3`.
+fn ranges(mut v: Vec<u32>) -> String {
+    v.sort_unstable();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j { v[i].to_string() } else { format!("{}-{}", v[i], v[j]) });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+impl Report {
+    pub fn new(topology: &Topology, scenario: &Scenario, flavor: Flavor, steps: &[Step]) -> Result<Report> {
+        for s in steps.iter().filter(|s| s.rc != 0) {
+            bail!(
+                "scenario step `{} {}` failed (exit status {}):\n    {}",
+                s.kind,
+                s.name,
+                s.rc,
+                s.output.join("\n    ")
+            );
+        }
+        let section = |name: &str| steps.iter().find(|s| s.kind == "collect" && s.name == name).map(|s| &s.output);
+        let info = section("xl-info").map(|o| parse::xl_info(o)).transpose().context("parsing `xl info -n`")?;
+        let list = section("xl-list").map(|o| parse::xl_list(o)).transpose().context("parsing `xl list -n`")?;
+        let vcpus = section("xl-vcpu-list").map(|o| parse::xl_vcpu_list(o)).transpose().context("parsing `xl vcpu-list`")?;
+        let dump = section("debug-key-u").map(|o| parse::debug_key_u(o)).transpose().context("parsing the `u` debug key")?;
+
+        let mut report = Report {
+            topology: topology.name.clone(),
+            scenario: scenario.name.clone(),
+            build: flavor.name().into(),
+            xen_version: info.as_ref().map(|i| i.xen_version.clone()),
+            nodes: Vec::new(),
+            domains: Vec::new(),
+        };
+        if let Some(info) = &info {
+            for n in &info.numa {
+                let cpus = info.cpus.iter().filter(|c| c.node == n.node).map(|c| c.cpu).collect();
+                report.nodes.push(Node {
+                    node: n.node,
+                    cpus: ranges(cpus),
+                    memory_mib: n.memsize_mib,
+                    free_mib: n.memfree_mib,
+                    distances: n.distances.clone(),
+                });
+            }
+        }
+
+        // Domains by ID, from whichever sources were collected.
+        let mut domains: BTreeMap<u32, Domain> = BTreeMap::new();
+        fn entry<'a>(domains: &'a mut BTreeMap<u32, Domain>, id: u32, name: &str) -> &'a mut Domain {
+            domains.entry(id).or_insert_with(|| Domain {
+                name: name.to_string(),
+                id,
+                node_affinity: None,
+                vcpus: Vec::new(),
+                pages_per_node: None,
+            })
+        }
+        for l in list.iter().flatten() {
+            entry(&mut domains, l.id, &l.name).node_affinity = Some(l.node_affinity.clone());
+        }
+        for v in vcpus.iter().flatten() {
+            entry(&mut domains, v.id, &v.domain).vcpus.push(Vcpu {
+                vcpu: v.vcpu,
+                hard_affinity: v.hard.clone(),
+                soft_affinity: v.soft.clone(),
+            });
+        }
+        for d in dump.iter().flat_map(|d| &d.domains) {
+            let name = if d.id == 0 { "Domain-0" } else { "" };
+            let dom = entry(&mut domains, d.id, name);
+            dom.pages_per_node = Some(d.pages.iter().copied().collect());
+        }
+        // The debug key lists every domain, including ones xl did not list
+        // (being destroyed, or system domains): keep only named ones.
+        report.domains = domains.into_values().filter(|d| !d.name.is_empty()).collect();
+        for d in &scenario.domains {
+            if !report.domains.iter().any(|r| r.name == d.name) {
+                bail!("domain {} was created but is not in the results", d.name);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Reports side by side: one column per report, one row per fact.
+pub fn table(reports: &[&Report]) -> String {
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut set = |label: String, col: usize, value: String| {
+        let i = match rows.iter().position(|(l, _)| *l == label) {
+            Some(i) => i,
+            None => {
+                rows.push((label, vec![String::new(); reports.len()]));
+                rows.len() - 1
+            }
+        };
+        rows[i].1[col] = value;
+    };
+    for (c, r) in reports.iter().enumerate() {
+        set("Xen".into(), c, r.xen_version.clone().unwrap_or_default());
+        for n in &r.nodes {
+            set(format!("node {}: CPUs", n.node), c, n.cpus.clone());
+            set(format!("node {}: memory, free (MiB)", n.node), c, format!("{}, {}", n.memory_mib, n.free_mib));
+            set(
+                format!("node {}: distances", n.node),
+                c,
+                n.distances.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+            );
+        }
+        for d in &r.domains {
+            let who = format!("{} (d{})", d.name, d.id);
+            set(format!("{who}: node affinity"), c, d.node_affinity.clone().unwrap_or_else(|| "?".into()));
+            if let Some(p) = &d.pages_per_node {
+                let v: Vec<String> = p.iter().map(|(n, pages)| format!("{n}:{pages}")).collect();
+                set(format!("{who}: pages per node"), c, v.join(" "));
+            }
+            for v in &d.vcpus {
+                set(
+                    format!("{who}: vCPU {} hard / soft", v.vcpu),
+                    c,
+                    format!("{} / {}", v.hard_affinity, v.soft_affinity),
+                );
+            }
+        }
+    }
+    let header: Vec<String> = reports.iter().map(|r| r.build.clone()).collect();
+    let w0 = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(8);
+    let widths: Vec<usize> = (0..reports.len())
+        .map(|c| rows.iter().map(|(_, v)| v[c].len()).chain([header[c].len()]).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    if let Some(r) = reports.first() {
+        out.push_str(&format!("topology {}, scenario {}\n\n", r.topology, r.scenario));
+    }
+    let line = |label: &str, values: &[String]| {
+        let mut s = format!("{label:<w0$}");
+        for (v, w) in values.iter().zip(&widths) {
+            s.push_str(&format!("  {v:<w$}"));
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line("", &header));
+    out.push_str(&line(&"-".repeat(w0), &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    for (label, values) in &rows {
+        out.push_str(&line(label, values));
+    }
+    out
+}
+
+/// The main job's YAML: the reports of one topology and scenario, by build.
+pub fn comparison_yaml(reports: &[&Report]) -> Result<String> {
+    let by_build: BTreeMap<&str, &Report> = reports.iter().map(|r| (r.build.as_str(), *r)).collect();
+    Ok(serde_yaml::to_string(&by_build)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_like_xl() {
+        assert_eq!(ranges(vec![3, 0, 1]), "0-1,3");
+        assert_eq!(ranges(vec![2]), "2");
+        assert_eq!(ranges(vec![]), "");
+    }
+}
