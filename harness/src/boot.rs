@@ -439,7 +439,7 @@ mod tests {
 
     const XEN: &str = "printf '(XEN) Xen version 4.17.5 (root@) debug=n\\r\\n'";
     const INIT: &str = "echo 'numa-harness: dom0 init started'";
-    const BLOCK: &str = "echo '==== numa-harness result begin ===='; echo '### collect x rc=0'; echo '| y'; \
+    const BLOCK: &str = "echo '==== numa-harness result begin ===='; echo '### collect x rc=0 lines=1'; echo '|1| y'; \
                          echo '==== numa-harness result end: 0 failed ===='";
 
     #[test]

@@ -59,6 +59,33 @@ pub struct Step {
     pub output: Vec<String>,
 }
 
+/// A step while its numbered lines are gathered.
+struct Partial {
+    step: Step,
+    lines: usize,
+    got: std::collections::BTreeMap<usize, String>,
+}
+
+impl Partial {
+    /// Checks that every numbered line arrived; a line the console repeated
+    /// counts once.
+    fn finish(self) -> Result<Step> {
+        let Partial { mut step, lines, got } = self;
+        if let Some(n) = (1..=lines).find(|n| !got.contains_key(n)) {
+            bail!(
+                "the console lost line {n} of {lines} of step `{} {}`",
+                step.kind,
+                step.name
+            );
+        }
+        if got.len() != lines {
+            bail!("step `{} {}` has more lines than the {lines} it announced", step.kind, step.name);
+        }
+        step.output = got.into_values().collect();
+        Ok(step)
+    }
+}
+
 /// The steps in the console's result block. Lines that are not part of the
 /// block (kernel or Xen messages printed meanwhile) are skipped.
 pub fn result_block(console: &str) -> Result<Vec<Step>> {
@@ -67,8 +94,12 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
         bail!("the console has no result block (no line {RESULT_BEGIN:?})");
     }
     let mut steps: Vec<Step> = Vec::new();
+    let mut current: Option<Partial> = None;
     for line in lines {
         if let Some(rest) = line.strip_prefix(RESULT_END) {
+            if let Some(p) = current.take() {
+                steps.push(p.finish()?);
+            }
             let failed: usize = rest
                 .trim_end_matches(" failed ====")
                 .parse()
@@ -80,19 +111,40 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
             return Ok(steps);
         }
         if let Some(head) = line.strip_prefix("### ") {
-            let mut words = head.split_whitespace();
-            let (Some(kind), Some(name), Some(rc)) = (words.next(), words.next(), words.next()) else {
-                bail!("malformed step line {line:?}");
+            let bad = || anyhow::anyhow!("malformed step line {line:?}");
+            let w: Vec<&str> = head.split_whitespace().collect();
+            let [kind, name, rc, count] = w[..] else { return Err(bad()) };
+            let rc = rc.strip_prefix("rc=").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            let count = count.strip_prefix("lines=").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+            if current.as_ref().is_some_and(|p| p.step.kind == kind && p.step.name == name) {
+                // The console repeated the step's heading.
+                continue;
+            }
+            if let Some(p) = current.take() {
+                steps.push(p.finish()?);
+            }
+            current = Some(Partial {
+                step: Step { kind: kind.into(), name: name.into(), rc, output: Vec::new() },
+                lines: count,
+                got: Default::default(),
+            });
+        } else if let Some(rest) = line.strip_prefix('|') {
+            let Some((n, text)) = rest.split_once('|').and_then(|(n, t)| Some((n.parse::<usize>().ok()?, t))) else {
+                continue;
             };
-            let rc = rc
-                .strip_prefix("rc=")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("malformed step line {line:?}"))?;
-            steps.push(Step { kind: kind.into(), name: name.into(), rc, output: Vec::new() });
-        } else if let Some(out) = line.strip_prefix("| ").or(if line == "|" { Some("") } else { None }) {
-            match steps.last_mut() {
-                Some(step) => step.output.push(out.to_string()),
-                None => bail!("output line before the first step: {line:?}"),
+            let text = text.strip_prefix(' ').unwrap_or(text).to_string();
+            let Some(p) = current.as_mut() else {
+                bail!("output line before the first step: {line:?}");
+            };
+            match p.got.get(&n) {
+                Some(seen) if *seen != text => bail!(
+                    "line {n} of step `{} {}` arrived twice, differently: {seen:?} and {text:?}",
+                    p.step.kind,
+                    p.step.name
+                ),
+                _ => {
+                    p.got.insert(n, text);
+                }
             }
         }
     }
@@ -116,22 +168,35 @@ mod tests {
     }
 
     #[test]
-    fn block_with_noise() {
-        let console = "boot noise\r\n==== numa-harness result begin ====\r\n### create a rc=0\r\n\
-            ### collect xl-list rc=0\r\n| Name ID\r\n(XEN) interleaved\r\n| Domain-0 0\r\n|\r\n\
-            ### collect xl-info rc=1\r\n| oops\r\n==== numa-harness result end: 1 failed ====\r\n";
+    fn block_with_noise_and_repeats() {
+        let console = "boot noise\r\n==== numa-harness result begin ====\r\n### create a rc=0 lines=0\r\n\
+            ### collect xl-list rc=0 lines=3\r\n|1| Name ID\r\n(XEN) interleaved\r\n|1| Name ID\r\n|2| Domain-0 0\r\n|3| \r\n\
+            ### collect xl-info rc=1 lines=1\r\n### collect xl-info rc=1 lines=1\r\n|1| oops\r\n\
+            ==== numa-harness result end: 1 failed ====\r\n";
         let steps = result_block(console).unwrap();
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[1].output, ["Name ID", "Domain-0 0", ""]);
         assert_eq!(steps[2].rc, 1);
+        assert_eq!(steps[2].output, ["oops"]);
+    }
+
+    #[test]
+    fn lost_and_garbled_lines() {
+        let block = |body: &str| format!("{RESULT_BEGIN}\n{body}\n==== numa-harness result end: 0 failed ====\n");
+        let err = result_block(&block("### collect x rc=0 lines=3\n|1| a\n|3| c")).unwrap_err();
+        assert_eq!(err.to_string(), "the console lost line 2 of 3 of step `collect x`");
+        let err = result_block(&block("### collect x rc=0 lines=1\n|1| a\n|1| b")).unwrap_err();
+        assert!(err.to_string().starts_with("line 1 of step `collect x` arrived twice, differently"), "{err}");
+        let err = result_block(&block("### collect x rc=0\n")).unwrap_err();
+        assert!(err.to_string().starts_with("malformed step line"), "{err}");
     }
 
     #[test]
     fn incomplete_block() {
         assert!(result_block("no block\n").unwrap_err().to_string().contains("no result block"));
-        let err = result_block("==== numa-harness result begin ====\n### create a rc=0\n").unwrap_err();
+        let err = result_block("==== numa-harness result begin ====\n### create a rc=0 lines=0\n").unwrap_err();
         assert!(err.to_string().contains("not complete"), "{err}");
-        let err = result_block("==== numa-harness result begin ====\n### create a rc=0\n==== numa-harness result end: 1 failed ====\n").unwrap_err();
+        let err = result_block("==== numa-harness result begin ====\n### create a rc=0 lines=0\n==== numa-harness result end: 1 failed ====\n").unwrap_err();
         assert!(err.to_string().contains("lines were lost"), "{err}");
     }
 }

@@ -94,9 +94,9 @@ pub fn xl_info(lines: &[String]) -> Result<XlInfo> {
     if info.numa.len() != info.nr_nodes as usize {
         bail!("`xl info -n` says nr_nodes {} but lists {} nodes", info.nr_nodes, info.numa.len());
     }
-    if info.cpus.len() != info.nr_cpus as usize {
-        bail!("`xl info -n` says nr_cpus {} but lists {} CPUs", info.nr_cpus, info.cpus.len());
-    }
+    // The cpu_topology table may be shorter than nr_cpus, even empty: xl
+    // leaves out CPUs whose core Xen does not know (seen with one core per
+    // socket under QEMU). The `u` debug key's CPU lines fill in.
     Ok(info)
 }
 
@@ -185,6 +185,8 @@ pub struct DomainMemory {
 pub struct NumaDump {
     /// Free pages on each node, by node number.
     pub free_pages: Vec<(u32, u64)>,
+    /// Each online CPU's node (`CPU0...1 -> NODE0` lines), by CPU.
+    pub cpu_nodes: Vec<(u32, u32)>,
     pub domains: Vec<DomainMemory>,
 }
 
@@ -199,7 +201,7 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
         .iter()
         .rposition(|l| l.contains("'u' pressed -> dumping numa info"))
         .context("no \"'u' pressed -> dumping numa info\" line: the debug key's output is missing")?;
-    let mut dump = NumaDump { free_pages: Vec::new(), domains: Vec::new() };
+    let mut dump = NumaDump { free_pages: Vec::new(), cpu_nodes: Vec::new(), domains: Vec::new() };
     let mut in_domains = false;
     for line in lines[start + 1..].iter().map(body) {
         let bad = || anyhow!("malformed `u` debug key line {line:?}");
@@ -211,6 +213,14 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
                 .find_map(|w| w.strip_prefix("free->"))
                 .ok_or_else(bad)?;
             dump.free_pages.push((node.parse().map_err(|_| bad())?, free.parse().map_err(|_| bad())?));
+        } else if let (false, Some(rest)) = (in_domains, line.strip_prefix("CPU")) {
+            // CPU0...1 -> NODE0, or CPU2 -> NODE1
+            let (cpus, node) = rest.split_once(" -> NODE").ok_or_else(bad)?;
+            let node: u32 = node.trim().parse().map_err(|_| bad())?;
+            let (first, last) = cpus.split_once("...").unwrap_or((cpus, cpus));
+            let (first, last): (u32, u32) =
+                (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+            dump.cpu_nodes.extend((first..=last).map(|c| (c, node)));
         } else if line.starts_with("Memory location of each domain:") {
             in_domains = true;
         } else if let (true, Some(rest)) = (in_domains, line.strip_prefix("Domain ")) {
@@ -233,4 +243,97 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
         bail!("the `u` debug key's output lists no NODE line");
     }
     Ok(dump)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console;
+
+    /// A real console log: unpatched Xen 4.17.5 on the two-node topology,
+    /// default scenario.
+    const TWO_NODE: &str = include_str!("../tests/fixtures/two-node-default-4.17.console.log");
+
+    fn section(console: &str, name: &str) -> Vec<String> {
+        console::result_block(console)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no section {name}"))
+            .output
+    }
+
+    #[test]
+    fn xl_info_from_real_console() {
+        let info = xl_info(&section(TWO_NODE, "xl-info")).unwrap();
+        assert_eq!(info.xen_version, "4.17.5");
+        assert_eq!((info.nr_nodes, info.nr_cpus), (2, 4));
+        assert_eq!(info.cpus[2], CpuInfo { cpu: 2, core: 0, socket: 1, node: 1 });
+        assert_eq!(
+            info.numa,
+            [
+                NumaInfo { node: 0, memsize_mib: 1024, memfree_mib: 518, distances: vec![10, 20] },
+                NumaInfo { node: 1, memsize_mib: 1023, memfree_mib: 592, distances: vec![20, 10] },
+            ]
+        );
+    }
+
+    #[test]
+    fn xl_list_from_real_console() {
+        let list = xl_list(&section(TWO_NODE, "xl-list")).unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(
+            list[1],
+            ListEntry {
+                name: "pinned-node1".into(),
+                id: 1,
+                mem_mib: 200,
+                vcpus: 1,
+                state: "--p---".into(),
+                node_affinity: "0".into()
+            }
+        );
+        assert_eq!(list[0].node_affinity, "all");
+    }
+
+    #[test]
+    fn xl_vcpu_list_from_real_console() {
+        let vcpus = xl_vcpu_list(&section(TWO_NODE, "xl-vcpu-list")).unwrap();
+        assert_eq!(vcpus.len(), 8);
+        // vCPU 1 of a paused PV domain is offline: its CPU column is "-".
+        assert_eq!(
+            vcpus[5],
+            VcpuEntry { domain: "pinned-node1".into(), id: 1, vcpu: 1, hard: "2-3".into(), soft: "0-1".into() }
+        );
+        assert_eq!((vcpus[6].hard.as_str(), vcpus[6].soft.as_str()), ("all", "0-1"));
+    }
+
+    #[test]
+    fn debug_key_u_from_real_console() {
+        let dump = debug_key_u(&section(TWO_NODE, "debug-key-u")).unwrap();
+        assert_eq!(dump.free_pages, [(0, 132660), (1, 151687)]);
+        assert_eq!(dump.cpu_nodes, [(0, 0), (1, 0), (2, 1), (3, 1)]);
+        assert_eq!(
+            dump.domains,
+            [
+                DomainMemory { id: 0, total_pages: 131072, pages: vec![(0, 25864), (1, 105208)] },
+                DomainMemory { id: 1, total_pages: 51200, pages: vec![(0, 51200), (1, 0)] },
+                DomainMemory { id: 2, total_pages: 51200, pages: vec![(0, 51200), (1, 0)] },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_are_named() {
+        let lines = |s: &[&str]| s.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let err = xl_list(&lines(&["Name ID Mem VCPUs State Time(s) NODE Affinity", "Domain-0 x 512 4 r----- 1.0 all"]))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "malformed `xl list -n` line \"Domain-0 x 512 4 r----- 1.0 all\"");
+        let err = xl_list(&lines(&["Name ID Mem VCPUs State Time(s)"])).unwrap_err();
+        assert!(err.to_string().contains("no NODE Affinity column"), "{err}");
+        let err = debug_key_u(&lines(&["(XEN) 'u' pressed -> dumping numa info (now = 1)", "(XEN) NODE0 start->0 size->1"]))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "malformed `u` debug key line \"NODE0 start->0 size->1\"");
+        assert!(debug_key_u(&lines(&["nothing"])).unwrap_err().to_string().contains("output is missing"));
+    }
 }

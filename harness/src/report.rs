@@ -97,9 +97,16 @@ impl Report {
             nodes: Vec::new(),
             domains: Vec::new(),
         };
+        // Each CPU's node: from `xl info -n`, or where xl leaves CPUs out
+        // (see parse::xl_info), from the `u` debug key.
+        let cpu_nodes: Vec<(u32, u32)> = match (&info, &dump) {
+            (Some(i), Some(d)) if i.cpus.len() < i.nr_cpus as usize => d.cpu_nodes.clone(),
+            (Some(i), _) => i.cpus.iter().map(|c| (c.cpu, c.node)).collect(),
+            _ => Vec::new(),
+        };
         if let Some(info) = &info {
             for n in &info.numa {
-                let cpus = info.cpus.iter().filter(|c| c.node == n.node).map(|c| c.cpu).collect();
+                let cpus = cpu_nodes.iter().filter(|(_, node)| *node == n.node).map(|(c, _)| *c).collect();
                 report.nodes.push(Node {
                     node: n.node,
                     cpus: ranges(cpus),
@@ -221,6 +228,53 @@ pub fn comparison_yaml(reports: &[&Report]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::{console, paths};
+
+    fn report(topology: &str, fixture: &str) -> Report {
+        let t = Topology::load(&paths::images_dir().join(format!("topologies/{topology}.yaml"))).unwrap();
+        let s = Scenario::load(&paths::default_scenario(), &t).unwrap();
+        let text = std::fs::read_to_string(paths::repo().join("harness/tests/fixtures").join(fixture)).unwrap();
+        Report::new(&t, &s, Flavor::Baseline, &console::result_block(&text).unwrap()).unwrap()
+    }
+
+    /// With one core per socket, `xl info -n` lists no CPU (Xen does not
+    /// know their cores); the node's CPUs come from the `u` debug key.
+    #[test]
+    fn four_node_cpus_from_debug_key() {
+        let r = report("four-node", "four-node-default-4.17.console.log");
+        let cpus: Vec<&str> = r.nodes.iter().map(|n| n.cpus.as_str()).collect();
+        assert_eq!(cpus, ["0", "1", "2", "3"]);
+        assert_eq!(r.nodes[3].distances, [29, 23, 17, 10]);
+        let d1 = &r.domains[1];
+        assert_eq!((d1.name.as_str(), d1.node_affinity.as_deref()), ("pinned-node1", Some("1-2")));
+        assert_eq!(d1.pages_per_node.as_ref().unwrap().values().copied().collect::<Vec<_>>(), [0, 25600, 25600, 0]);
+    }
+
+    #[test]
+    fn two_node_table() {
+        let r = report("two-node", "two-node-default-4.17.console.log");
+        let t = table(&[&r]);
+        assert!(t.contains("pinned-node1 (d1): node affinity       0\n"), "{t}");
+        assert!(t.contains("pinned-node1 (d1): vCPU 1 hard / soft  2-3 / 0-1\n"), "{t}");
+        assert!(t.contains("node 1: CPUs                           2-3\n"), "{t}");
+    }
+
+    /// A failed scenario step is an error carrying xl's message, not a
+    /// report with a domain missing.
+    #[test]
+    fn failed_step_is_an_error() {
+        let t = Topology::load(&paths::default_topology()).unwrap();
+        let s = Scenario::load(&paths::default_scenario(), &t).unwrap();
+        let steps = [console::Step {
+            kind: "create".into(),
+            name: "pinned-node1".into(),
+            rc: 3,
+            output: vec!["libxl: error: cannot allocate".into()],
+        }];
+        let err = Report::new(&t, &s, Flavor::Patched, &steps).unwrap_err().to_string();
+        assert_eq!(err, "scenario step `create pinned-node1` failed (exit status 3):\n    libxl: error: cannot allocate");
+    }
 
     #[test]
     fn ranges_like_xl() {
