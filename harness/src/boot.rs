@@ -428,11 +428,12 @@ mod tests {
     fn run(script: &str, secs: u64) -> (Result<String, BootError>, Duration) {
         let dir = tempfile::tempdir().unwrap();
         let start = Instant::now();
+        let stderr = dir.path().join("stderr.log");
         let r = watch(
-            duct::cmd!("sh", "-c", script),
+            duct::cmd!("sh", "-c", script).stderr_path(&stderr),
             &timeouts(secs),
             &dir.path().join("console.log"),
-            &dir.path().join("stderr.log"),
+            &stderr,
         );
         (r, start.elapsed())
     }
@@ -494,5 +495,6 @@ mod tests {
         let (r, _) = run("echo 'qemu: could not load kernel' >&2; exit 1", 10);
         let err = r.unwrap_err().to_string();
         assert!(err.starts_with("QEMU exited (exit status 1) before Xen printed its banner"), "{err}");
+        assert!(err.ends_with("QEMU said:\n    qemu: could not load kernel"), "{err}");
     }
 }

@@ -64,10 +64,6 @@ impl Archive {
         self.entries.insert(path, Entry::Symlink(target.to_string()));
     }
 
-    pub fn contains(&self, path: &str) -> bool {
-        self.entries.contains_key(&clean(path))
-    }
-
     /// Adds the tree under `root` at `prefix`, keeping symlinks as symlinks;
     /// `skip` is asked with each path relative to `root`.
     pub fn tree(&mut self, root: &Path, prefix: &str, skip: &dyn Fn(&str) -> bool) -> Result<()> {

@@ -96,7 +96,10 @@ fn xen_source(sh: &Shell, base: &Base) -> Result<XenSource> {
         });
     }
 
-    eprintln!("fetch: Xen {} from Debian source package {} {}", base.version, deb.source, deb.version);
+    eprintln!(
+        "fetch: Xen {} ({} commit {}) from Debian source package {} {}",
+        base.version, base.upstream.branch, &base.upstream.commit[..12], deb.source, deb.version
+    );
     match download_orig(sh, deb, &dir) {
         Ok(()) => Ok(source),
         Err(apt_err) => {

@@ -18,6 +18,8 @@ use crate::topology::Topology;
 pub struct Report {
     pub topology: String,
     pub scenario: String,
+    /// The scenario's description, for people reading the snapshot.
+    pub description: String,
     pub build: String,
     pub xen_version: Option<String>,
     /// The nodes as Xen saw them (`xl info -n`).
@@ -92,6 +94,7 @@ impl Report {
         let mut report = Report {
             topology: topology.name.clone(),
             scenario: scenario.name.clone(),
+            description: scenario.description.trim().to_string(),
             build: flavor.name().into(),
             xen_version: info.as_ref().map(|i| i.xen_version.clone()),
             nodes: Vec::new(),
@@ -202,7 +205,7 @@ pub fn table(reports: &[&Report]) -> String {
         .collect();
     let mut out = String::new();
     if let Some(r) = reports.first() {
-        out.push_str(&format!("topology {}, scenario {}\n\n", r.topology, r.scenario));
+        out.push_str(&format!("topology {}, scenario {}\n{}\n\n", r.topology, r.scenario, r.description));
     }
     let line = |label: &str, values: &[String]| {
         let mut s = format!("{label:<w0$}");

@@ -9,7 +9,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
-    /// What the topology models, for people.
+    /// What the topology models, for people reading the file.
+    #[allow(dead_code)]
     pub description: String,
     pub nodes: Vec<Node>,
     /// `distances[i][j]`: ACPI SLIT distance from node i to node j (10 on
