@@ -132,7 +132,7 @@ pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) ->
 
 /// Makes `tree` a git work tree of the pristine base with nothing applied,
 /// keeping untracked build outputs (git ignores them) so make can reuse them.
-fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
+pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
     const BASE_TAG: &str = "numa-harness-base";
     let git_id = ["-c", "user.name=numa-harness", "-c", "user.email=numa-harness@localhost"];
     if !tree.join(".git").is_dir()
@@ -200,7 +200,7 @@ fn configure_tools(tree: &Path, logs: &Path, config: &ToolsConfig) -> Result<()>
 
 /// Runs one build step with its output in `<logs>/<step>.log`; on failure
 /// the error shows the log's tail and names it.
-fn run_logged(tree: &Path, logs: &Path, step: &str, program: &str, args: &[&str]) -> Result<()> {
+pub fn run_logged(tree: &Path, logs: &Path, step: &str, program: &str, args: &[&str]) -> Result<()> {
     let log = logs.join(format!("{step}.log"));
     let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     eprintln!("build:   {step}: {program} {} (log: {})", args.join(" "), log.display());

@@ -20,6 +20,11 @@ xflags::xflags! {
             optional --build build: String
         }
 
+        /// Check the patch series as upstream review would: form, cover
+        /// letter, `git am` on the base, and every patch building the
+        /// x86_64 and arm64 hypervisor (and the tools where it touches them).
+        cmd check-series {}
+
         /// Build the dom0 initramfs for a build.
         cmd image {
             /// `baseline` or `patched` (default).

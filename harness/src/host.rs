@@ -30,6 +30,10 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ),
     ("fetch and patch", &["git", "xz-utils", "dpkg"]),
     ("check the initramfs writer (unit tests)", &["cpio"]),
+    (
+        "check the series (arm64 hypervisor, OCaml bindings)",
+        &["gcc-aarch64-linux-gnu", "ocaml-nox", "ocaml-findlib"],
+    ),
     ("boot", &["qemu-system-x86"]),
 ];
 

@@ -20,6 +20,7 @@ mod paths;
 mod pipeline;
 mod report;
 mod scenario;
+mod series_check;
 mod snapshot;
 mod topology;
 

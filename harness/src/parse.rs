@@ -178,6 +178,13 @@ pub struct DomainMemory {
     pub total_pages: u64,
     /// Pages on each node, by node number.
     pub pages: Vec<(u32, u64)>,
+    /// With the series' instrument (docs/misc/numa-debug-key.pandoc):
+    /// the node affinity and whether Xen derives it (`auto`) or the
+    /// toolstack set it (`explicit`).
+    pub node_affinity: Option<(String, String)>,
+    /// With the instrument: the node of each of Xen's own structures,
+    /// `(vCPU or None for the domain's, object, node or "?")`, in order.
+    pub objects: Vec<(Option<u32>, String, String)>,
 }
 
 /// The `u` debug key's output (`dump_numa()` in xen/arch/x86/numa.c).
@@ -231,7 +238,31 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
                 id: id.parse().map_err(|_| bad())?,
                 total_pages: total.parse().map_err(|_| bad())?,
                 pages: Vec::new(),
+                node_affinity: None,
+                objects: Vec::new(),
             });
+        } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Node affinity: ")) {
+            // "    Node affinity: 0-1 (auto)"
+            let (nodes, mode) = rest.split_once(" (").ok_or_else(bad)?;
+            let mode = mode.strip_suffix(')').filter(|m| *m == "auto" || *m == "explicit").ok_or_else(bad)?;
+            let d = dump.domains.last_mut().ok_or_else(bad)?;
+            d.node_affinity = Some((nodes.to_string(), mode.to_string()));
+        } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Object d")) {
+            // "    Object d1 domain: node 0" or "    Object d1v0 vcpu: node ?"
+            let (owner, rest) = rest.split_once(' ').ok_or_else(bad)?;
+            let (object, node) = rest.split_once(": node ").ok_or_else(bad)?;
+            let d = dump.domains.last_mut().ok_or_else(bad)?;
+            let (dom, vcpu) = match owner.split_once('v') {
+                Some((dom, vcpu)) => (dom, Some(vcpu.parse::<u32>().map_err(|_| bad())?)),
+                None => (owner, None),
+            };
+            if dom.parse::<u32>().ok() != Some(d.id) {
+                bail!("`u` debug key line {line:?} is about another domain than d{}", d.id);
+            }
+            if node != "?" && node.parse::<u32>().is_err() {
+                return Err(bad());
+            }
+            d.objects.push((vcpu, object.to_string(), node.to_string()));
         } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Node ")) {
             // "    Node 1: 51200"
             let (node, pages) = rest.split_once(": ").ok_or_else(bad)?;
@@ -308,6 +339,11 @@ mod tests {
         assert_eq!((vcpus[6].hard.as_str(), vcpus[6].soft.as_str()), ("all", "0-1"));
     }
 
+    /// Unpatched Xen prints no node affinity and no objects.
+    fn mem(id: u32, total_pages: u64, pages: &[(u32, u64)]) -> DomainMemory {
+        DomainMemory { id, total_pages, pages: pages.to_vec(), node_affinity: None, objects: Vec::new() }
+    }
+
     #[test]
     fn debug_key_u_from_real_console() {
         let dump = debug_key_u(&section(TWO_NODE, "debug-key-u")).unwrap();
@@ -316,9 +352,9 @@ mod tests {
         assert_eq!(
             dump.domains,
             [
-                DomainMemory { id: 0, total_pages: 131072, pages: vec![(0, 25864), (1, 105208)] },
-                DomainMemory { id: 1, total_pages: 51200, pages: vec![(0, 51200), (1, 0)] },
-                DomainMemory { id: 2, total_pages: 51200, pages: vec![(0, 51200), (1, 0)] },
+                mem(0, 131072, &[(0, 25864), (1, 105208)]),
+                mem(1, 51200, &[(0, 51200), (1, 0)]),
+                mem(2, 51200, &[(0, 51200), (1, 0)]),
             ]
         );
     }

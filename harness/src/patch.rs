@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 /// The two builds the harness compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Flavor {
     /// The pinned base plus only the patches the series marks `baseline`
     /// (the instrument that makes placement visible).

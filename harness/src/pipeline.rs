@@ -16,7 +16,7 @@ use crate::patch::{Flavor, Series};
 use crate::report::{self, Report};
 use crate::scenario::Scenario;
 use crate::topology::Topology;
-use crate::{console, host, image, paths, snapshot};
+use crate::{console, host, image, paths, series_check, snapshot};
 
 pub fn dispatch(flags: Xtask) -> Result<()> {
     let sh = Shell::new()?;
@@ -40,6 +40,10 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
                 println!("{flavor}: {}", a.dir.display());
             }
             Ok(())
+        }
+        XtaskCmd::CheckSeries(_) => {
+            let p = Pipeline::new(&sh)?;
+            series_check::check(&sh, &p.sources.xen, &p.series)
         }
         XtaskCmd::Image(i) => {
             let p = Pipeline::new(&sh)?;
@@ -79,6 +83,8 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
                 return Ok(());
             }
             let p = Pipeline::new(&sh)?;
+            eprintln!("test: the patch series (cargo xtask check-series)");
+            series_check::check(&sh, &p.sources.xen, &p.series)?;
             boot_tests(&p, t.timeout_scale)
         }
     }
@@ -195,7 +201,11 @@ impl<'a> Pipeline<'a> {
 
 /// The main job: both builds, one topology and scenario, side by side.
 fn main_job(p: &Pipeline, topology: &Topology, scenario: &Scenario, scale: Option<f64>) -> Result<()> {
-    let builds = Flavor::ALL.iter().map(|&f| p.build(f)).collect::<Result<Vec<_>>>()?;
+    let builds = Flavor::ALL
+        .iter()
+        .filter(|&&f| scenario.runs_on(f))
+        .map(|&f| p.build(f))
+        .collect::<Result<Vec<_>>>()?;
     let mut reports = Vec::new();
     for (_, r) in p.reports(&builds, topology, scenario, scale) {
         reports.push(r?);
@@ -242,7 +252,8 @@ fn boot_tests(p: &Pipeline, scale: Option<f64>) -> Result<()> {
         let topology = Topology::load(&tpath)?;
         for spath in yaml_files(&paths::images_dir().join("scenarios"))? {
             let scenario = Scenario::load(&spath, &topology)?;
-            for (flavor, report) in p.reports(&builds, &topology, &scenario, scale) {
+            let here: Vec<Artifacts> = builds.iter().filter(|a| scenario.runs_on(a.flavor)).cloned().collect();
+            for (flavor, report) in p.reports(&here, &topology, &scenario, scale) {
                 let name = format!("{}/{}/{}", topology.name, scenario.name, flavor);
                 let outcome = report.and_then(|r| snapshot::check(&r));
                 match outcome {

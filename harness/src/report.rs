@@ -25,6 +25,9 @@ pub struct Report {
     /// The nodes as Xen saw them (`xl info -n`).
     pub nodes: Vec<Node>,
     pub domains: Vec<Domain>,
+    /// Each check's PASS and FAIL lines.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,11 +45,20 @@ pub struct Node {
 pub struct Domain {
     pub name: String,
     pub id: u32,
-    /// `all`, or the nodes whose memory Xen allocates from for the domain.
+    /// `all`, or the nodes whose memory Xen allocates from for the domain
+    /// (`xl list -n`).
     pub node_affinity: Option<String>,
+    /// `auto` (Xen derives it from the vCPUs' affinities) or `explicit`
+    /// (the toolstack set it): from the instrumented `u` debug key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_affinity_is: Option<String>,
     pub vcpus: Vec<Vcpu>,
     /// Pages of the domain's memory on each node, by node number.
     pub pages_per_node: Option<BTreeMap<u32, u64>>,
+    /// The node of each of Xen's own per-domain structures (`?`: none, or
+    /// not cheaply locatable), from the instrumented `u` debug key.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +68,9 @@ pub struct Vcpu {
     pub hard_affinity: String,
     /// CPUs the vCPU prefers.
     pub soft_affinity: String,
+    /// The node of each of Xen's own per-vCPU structures.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, String>,
 }
 
 /// A list of numbers in xl's range syntax: `0-1,3`.
@@ -99,6 +114,14 @@ impl Report {
             xen_version: info.as_ref().map(|i| i.xen_version.clone()),
             nodes: Vec::new(),
             domains: Vec::new(),
+            checks: steps
+                .iter()
+                .filter(|s| s.kind == "check")
+                .map(|s| {
+                    let lines = s.output.iter().filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"));
+                    (s.name.clone(), lines.cloned().collect())
+                })
+                .collect(),
         };
         // Each CPU's node: from `xl info -n`, or where xl leaves CPUs out
         // (see parse::xl_info), from the `u` debug key.
@@ -127,8 +150,10 @@ impl Report {
                 name: name.to_string(),
                 id,
                 node_affinity: None,
+                node_affinity_is: None,
                 vcpus: Vec::new(),
                 pages_per_node: None,
+                objects: BTreeMap::new(),
             })
         }
         for l in list.iter().flatten() {
@@ -139,12 +164,29 @@ impl Report {
                 vcpu: v.vcpu,
                 hard_affinity: v.hard.clone(),
                 soft_affinity: v.soft.clone(),
+                objects: BTreeMap::new(),
             });
         }
         for d in dump.iter().flat_map(|d| &d.domains) {
             let name = if d.id == 0 { "Domain-0" } else { "" };
             let dom = entry(&mut domains, d.id, name);
             dom.pages_per_node = Some(d.pages.iter().copied().collect());
+            if let Some((nodes, mode)) = &d.node_affinity {
+                if dom.node_affinity.is_none() {
+                    dom.node_affinity = Some(nodes.clone());
+                }
+                dom.node_affinity_is = Some(mode.clone());
+            }
+            for (vcpu, object, node) in &d.objects {
+                let objects = match vcpu {
+                    None => &mut dom.objects,
+                    Some(n) => match dom.vcpus.iter_mut().find(|v| v.vcpu == *n) {
+                        Some(v) => &mut v.objects,
+                        None => bail!("the `u` debug key names d{}v{n}, which `xl vcpu-list` does not list", d.id),
+                    },
+                };
+                objects.insert(object.clone(), node.clone());
+            }
         }
         // The debug key lists every domain, including ones xl did not list
         // (being destroyed, or system domains): keep only named ones.
@@ -182,9 +224,23 @@ pub fn table(reports: &[&Report]) -> String {
                 n.distances.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
             );
         }
+        for (name, lines) in &r.checks {
+            let passed = lines.iter().filter(|l| l.starts_with("PASS")).count();
+            set(format!("check {name}"), c, format!("{passed} of {} passed", lines.len()));
+        }
         for d in &r.domains {
             let who = format!("{} (d{})", d.name, d.id);
-            set(format!("{who}: node affinity"), c, d.node_affinity.clone().unwrap_or_else(|| "?".into()));
+            let mut affinity = d.node_affinity.clone().unwrap_or_else(|| "?".into());
+            if let Some(is) = &d.node_affinity_is {
+                affinity = format!("{affinity} ({is})");
+            }
+            set(format!("{who}: node affinity"), c, affinity);
+            let objects = |o: &BTreeMap<String, String>| {
+                o.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
+            };
+            if !d.objects.is_empty() {
+                set(format!("{who}: objects' nodes"), c, objects(&d.objects));
+            }
             if let Some(p) = &d.pages_per_node {
                 let v: Vec<String> = p.iter().map(|(n, pages)| format!("{n}:{pages}")).collect();
                 set(format!("{who}: pages per node"), c, v.join(" "));
@@ -195,6 +251,9 @@ pub fn table(reports: &[&Report]) -> String {
                     c,
                     format!("{} / {}", v.hard_affinity, v.soft_affinity),
                 );
+                if !v.objects.is_empty() {
+                    set(format!("{who}: vCPU {} objects' nodes", v.vcpu), c, objects(&v.objects));
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::patch::Flavor;
 use crate::topology::Topology;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +19,17 @@ pub struct Scenario {
     /// Added to Xen's command line for this scenario's boots.
     #[serde(default)]
     pub xen_cmdline: Vec<String>,
+    /// The builds the scenario runs on (default: both), for scenarios that
+    /// need what only the series provides.
+    #[serde(default = "all_builds")]
+    pub builds: Vec<Flavor>,
+    /// Pins dom0's vCPUs (`xl vcpu-pin Domain-0 all ...`) before anything is
+    /// created, so that the toolstack's hypercalls run on known CPUs.
+    pub dom0_hard_affinity: Option<Affinity>,
+    /// Test programs dom0 runs before creating the domains; each must exit
+    /// 0, and its output lines starting `PASS` or `FAIL` go in the report.
+    #[serde(default)]
+    pub checks: Vec<Check>,
     /// Created paused with `xl create -p`, in order (domain IDs 1, 2, ...).
     #[serde(default)]
     pub domains: Vec<Domain>,
@@ -28,6 +40,18 @@ pub struct Scenario {
     pub name: String,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+fn all_builds() -> Vec<Flavor> {
+    Flavor::ALL.to_vec()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub name: String,
+    /// The program and its arguments, as dom0 runs it.
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +126,23 @@ impl Scenario {
     }
 
     fn validate(&self, topology: &Topology) -> Result<()> {
+        if self.builds.is_empty() {
+            bail!("field `builds`: no build to run on; leave it out to run on both");
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
+                bail!("field `checks[{i}].name`: {:?} is not a name (letters, digits and `-`)", c.name);
+            }
+            if c.command.is_empty() {
+                bail!("field `checks[{i}].command`: empty");
+            }
+            if let Some(w) = c.command.iter().find(|w| w.chars().any(|ch| "'\"\\$`;&|<> \n".contains(ch))) {
+                bail!("field `checks[{i}].command`: {w:?}: words may not hold spaces or shell characters");
+            }
+        }
+        if let Some(a) = &self.dom0_hard_affinity {
+            validate_affinity(a, topology, "dom0_hard_affinity")?;
+        }
         let mut seen = BTreeMap::new();
         for (i, d) in self.domains.iter().enumerate() {
             let at = |f: &str| format!("field `domains[{i}].{f}`");
@@ -118,35 +159,8 @@ impl Scenario {
                 bail!("{}: a domain needs memory", at("memory_mib"));
             }
             for (field, aff) in [("hard_affinity", &d.hard_affinity), ("soft_affinity", &d.soft_affinity)] {
-                let Some(aff) = aff else { continue };
-                match (&aff.nodes, &aff.cpus) {
-                    (Some(nodes), None) => {
-                        if nodes.is_empty() {
-                            bail!("{}: an empty node list", at(field));
-                        }
-                        if let Some(n) = nodes.iter().find(|&&n| n as usize >= topology.nodes.len()) {
-                            bail!(
-                                "{}: node {n}, but topology {} has only nodes 0-{}",
-                                at(&format!("{field}.nodes")),
-                                topology.name,
-                                topology.nodes.len() - 1
-                            );
-                        }
-                    }
-                    (None, Some(cpus)) => {
-                        if cpus.is_empty() {
-                            bail!("{}: an empty CPU list", at(field));
-                        }
-                        if let Some(c) = cpus.iter().find(|&&c| c >= topology.total_cpus()) {
-                            bail!(
-                                "{}: CPU {c}, but topology {} has only CPUs 0-{}",
-                                at(&format!("{field}.cpus")),
-                                topology.name,
-                                topology.total_cpus() - 1
-                            );
-                        }
-                    }
-                    _ => bail!("{}: give either `nodes` or `cpus`", at(field)),
+                if let Some(aff) = aff {
+                    validate_affinity(aff, topology, &format!("domains[{i}].{field}"))?;
                 }
             }
         }
@@ -156,12 +170,22 @@ impl Scenario {
         Ok(())
     }
 
+    pub fn runs_on(&self, flavor: Flavor) -> bool {
+        self.builds.contains(&flavor)
+    }
+
     /// The files dom0's init runs: `plan.sh` (the steps, calling the
     /// functions `create` and `collect` that init defines) and one xl
     /// configuration per domain under `domains/`.
     pub fn dom0_files(&self) -> Vec<(String, String)> {
         let mut files = Vec::new();
         let mut plan = format!("# Generated by the harness from scenario {}.\n", self.name);
+        if let Some(a) = &self.dom0_hard_affinity {
+            writeln!(plan, "pin_dom0 {}", a.xl()).unwrap();
+        }
+        for c in &self.checks {
+            writeln!(plan, "check {} {}", c.name, c.command.join(" ")).unwrap();
+        }
         for d in &self.domains {
             files.push((format!("domains/{}.cfg", d.name), d.xl_config()));
             writeln!(plan, "create {}", d.name).unwrap();
@@ -194,6 +218,41 @@ impl Domain {
         }
         cfg
     }
+}
+
+/// One affinity's nodes or CPUs exist in the topology; `field` is its path.
+fn validate_affinity(aff: &Affinity, topology: &Topology, field: &str) -> Result<()> {
+    let at = |f: &str| format!("field `{field}{f}`");
+    match (&aff.nodes, &aff.cpus) {
+        (Some(nodes), None) => {
+            if nodes.is_empty() {
+                bail!("{}: an empty node list", at(""));
+            }
+            if let Some(n) = nodes.iter().find(|&&n| n as usize >= topology.nodes.len()) {
+                bail!(
+                    "{}: node {n}, but topology {} has only nodes 0-{}",
+                    at(".nodes"),
+                    topology.name,
+                    topology.nodes.len() - 1
+                );
+            }
+        }
+        (None, Some(cpus)) => {
+            if cpus.is_empty() {
+                bail!("{}: an empty CPU list", at(""));
+            }
+            if let Some(c) = cpus.iter().find(|&&c| c >= topology.total_cpus()) {
+                bail!(
+                    "{}: CPU {c}, but topology {} has only CPUs 0-{}",
+                    at(".cpus"),
+                    topology.name,
+                    topology.total_cpus() - 1
+                );
+            }
+        }
+        _ => bail!("{}: give either `nodes` or `cpus`", at("")),
+    }
+    Ok(())
 }
 
 impl Affinity {

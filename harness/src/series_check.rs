@@ -1,0 +1,299 @@
+//! Series check: the patch series as upstream review would take it. Each
+//! patch's form (subject, message, style of the lines it adds, no
+//! Signed-off-by), the cover letter, and that the series applies to the
+//! pinned base with `git am` and that every patch, applied in turn, builds
+//! the x86_64 and the arm64 hypervisor, and the tools where it touches
+//! them (with the OCaml bindings that xenopsd uses).
+//!
+//! A patch that passed is remembered under a key made from the base and
+//! every patch up to it, so an unchanged series is not rebuilt.
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::build::{run_logged, BuildConfig};
+use crate::fetch::XenSource;
+use crate::patch::{self, Patch, Series};
+use crate::{build, paths};
+
+/// Bump when what is checked changes, so earlier passes are not reused.
+const RECIPE: &str = "1";
+
+pub const COVER_LETTER: &str = "0000-cover-letter.patch";
+
+/// One problem in a patch's form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub patch: String,
+    pub what: String,
+}
+
+/// The header fields and message of a `git format-patch` file.
+struct Mail<'a> {
+    subject: String,
+    body: Vec<&'a str>,
+    diff: Vec<&'a str>,
+}
+
+fn parse_mail(text: &str) -> Mail<'_> {
+    let mut lines = text.lines();
+    let mut subject = String::new();
+    let mut in_subject = false;
+    for line in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(s) = line.strip_prefix("Subject: ") {
+            subject = s.to_string();
+            in_subject = true;
+        } else if in_subject && line.starts_with(' ') {
+            subject.push_str(line);
+        } else {
+            in_subject = false;
+        }
+    }
+    let rest: Vec<&str> = lines.collect();
+    let end = rest.iter().position(|l| *l == "---").unwrap_or(rest.len());
+    Mail { subject, body: rest[..end].to_vec(), diff: rest[end..].to_vec() }
+}
+
+/// `[PATCH 03/11] xen/domain: do a thing` -> `xen/domain: do a thing`.
+fn strip_tag(subject: &str) -> &str {
+    match subject.strip_prefix('[') {
+        Some(rest) => rest.split_once("] ").map(|(_, s)| s).unwrap_or(subject),
+        None => subject,
+    }
+}
+
+/// Checks one patch's form; returns what is wrong.
+pub fn check_form(name: &str, text: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut bad = |what: String| out.push(Finding { patch: name.to_string(), what });
+    let mail = parse_mail(text);
+    let subject = strip_tag(&mail.subject);
+    if subject.is_empty() {
+        bad("no Subject".into());
+    }
+    if subject.chars().count() > 80 {
+        bad(format!("subject is {} characters (at most 80)", subject.chars().count()));
+    }
+    match subject.split_once(": ") {
+        Some((component, what))
+            if !component.is_empty()
+                && component.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+                && !what.trim().is_empty() => {}
+        _ => bad(format!("subject {subject:?} is not `component: what` (e.g. `xen/domain: ...`)")),
+    }
+    if text.lines().any(|l| l.starts_with("Signed-off-by:")) {
+        bad("carries a Signed-off-by line: the person posting the series certifies the DCO".into());
+    }
+    if mail.body.iter().all(|l| l.trim().is_empty()) {
+        bad("has no commit message saying why".into());
+    }
+    for (i, line) in mail.body.iter().enumerate() {
+        // A long unbreakable token (a URL, a path) may stand alone.
+        if line.chars().count() > 75 && line.trim().contains(' ') {
+            bad(format!("message line {} is {} columns (wrap at 75): {line:?}", i + 1, line.chars().count()));
+        }
+    }
+    let mut file = String::new();
+    for line in &mail.diff {
+        if let Some(f) = line.strip_prefix("+++ b/") {
+            file = f.to_string();
+            continue;
+        }
+        let Some(added) = line.strip_prefix('+') else { continue };
+        if line.starts_with("+++") {
+            continue;
+        }
+        let c_source = file.ends_with(".c") || file.ends_with(".h");
+        if added.ends_with(' ') || added.ends_with('\t') {
+            bad(format!("{file}: trailing whitespace in {added:?}"));
+        }
+        // Xen's CODING_STYLE: 4 spaces, no tabs, lines under 80 columns.
+        // (tools/ocaml keeps its own, tab-indented style.)
+        if c_source && !file.starts_with("tools/ocaml/") {
+            if added.contains('\t') {
+                bad(format!("{file}: tab in {added:?} (CODING_STYLE: indent with spaces)"));
+            }
+            if added.chars().count() >= 80 {
+                bad(format!("{file}: {} columns in {added:?} (CODING_STYLE: under 80)", added.chars().count()));
+            }
+        }
+    }
+    out
+}
+
+/// Checks the cover letter's form.
+pub fn check_cover_letter(text: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut bad = |what: &str| out.push(Finding { patch: COVER_LETTER.into(), what: what.into() });
+    if text.contains("*** SUBJECT HERE ***") || text.contains("*** BLURB HERE ***") {
+        bad("still has git format-patch's placeholders");
+    }
+    if !text.contains("Developer's Certificate of Origin") && !text.contains("DCO") {
+        bad("does not say who certifies the DCO");
+    }
+    if text.lines().any(|l| l.starts_with("Signed-off-by:")) {
+        bad("carries a Signed-off-by line");
+    }
+    out
+}
+
+fn touches_tools(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.strip_prefix("+++ b/")
+            .or_else(|| l.strip_prefix("--- a/"))
+            .is_some_and(|f| f.starts_with("tools/") || f.starts_with("xen/include/public/"))
+    })
+}
+
+const ARM64: &[&str] = &["XEN_TARGET_ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"];
+
+/// The whole check. Prints a line per patch; fails naming every problem.
+pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
+    let dir = paths::patches_dir();
+    let mut findings = Vec::new();
+    let cover = dir.join(COVER_LETTER);
+    if series.patches.is_empty() {
+        eprintln!("series: empty, nothing to check");
+        return Ok(());
+    }
+    match std::fs::read_to_string(&cover) {
+        Ok(text) => findings.extend(check_cover_letter(&text)),
+        Err(_) => findings.push(Finding { patch: COVER_LETTER.into(), what: "missing".into() }),
+    }
+    for p in &series.patches {
+        let text = std::fs::read_to_string(&p.path)?;
+        findings.extend(check_form(&p.name(), &text));
+    }
+    if !findings.is_empty() {
+        let list: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.patch, f.what)).collect();
+        bail!("the series' form needs fixing:\n    {}", list.join("\n    "));
+    }
+    eprintln!("series: {} patches and the cover letter are well formed", series.patches.len());
+    build_each(sh, source, series)
+}
+
+fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
+    let cache = paths::cache()?;
+    let state = cache.join("trees/series-check.state");
+    std::fs::create_dir_all(&state)?;
+    let mut key = paths::KeyBuilder::default();
+    key.add("recipe", RECIPE).add("xen", &source.id);
+    let mut keys = Vec::new();
+    for p in &series.patches {
+        key.add("patch", std::fs::read(&p.path)?);
+        keys.push(key.finish());
+    }
+    if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
+        eprintln!("series: every patch already built at this content");
+        return Ok(());
+    }
+
+    let x86 = cache.join("trees/series-check");
+    let arm = cache.join("trees/series-check-arm64");
+    build::prepare_tree(sh, source, &x86)?;
+    let all: Vec<&Patch> = series.patches.iter().collect();
+    patch::apply(sh, &x86, &all)?;
+    let commits: Vec<String> = {
+        let _cd = sh.push_dir(&x86);
+        let n = all.len().to_string();
+        let out = cmd!(sh, "git rev-list --reverse -n {n} HEAD").quiet().read()?;
+        out.lines().map(str::to_string).collect()
+    };
+    if arm.exists() && cmd!(sh, "git -C {arm} rev-parse -q HEAD").quiet().ignore_stdout().run().is_err() {
+        // Its repository was made anew: the old worktree is no more.
+        std::fs::remove_dir_all(&arm)?;
+    }
+    if !arm.join(".git").exists() {
+        let _cd = sh.push_dir(&x86);
+        let _ = cmd!(sh, "git worktree prune").quiet().run();
+        cmd!(sh, "git worktree add -q --detach {arm} HEAD").quiet().run()?;
+    }
+    let config: BuildConfig = crate::config::load_yaml(&paths::xen_dir().join("build.yaml"))?;
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+
+    for (i, (p, commit)) in all.iter().zip(&commits).enumerate() {
+        let ok = state.join(format!("{}.ok", keys[i]));
+        if ok.exists() {
+            eprintln!("series: {} ... built before", p.name());
+            continue;
+        }
+        let logs = state.join(format!("{:02}", i + 1));
+        std::fs::create_dir_all(&logs)?;
+        for tree in [&x86, &arm] {
+            let _cd = sh.push_dir(tree);
+            cmd!(sh, "git checkout -q --detach {commit}").quiet().run()?;
+        }
+        let step = |what: &str| format!("{} ({what})", p.name());
+        let mut did = vec!["x86_64"];
+        if !x86.join("xen/.config").exists() {
+            run_logged(&x86, &logs, "x86_64-config", "make", &["-C", "xen", "defconfig"])?;
+        }
+        run_logged(&x86, &logs, "x86_64", "make", &["-C", "xen", "-j", &jobs]).with_context(|| step("x86_64 hypervisor"))?;
+        if !arm.join("xen/.config").exists() {
+            let mut args = vec!["-C", "xen", "defconfig"];
+            args.extend(ARM64);
+            run_logged(&arm, &logs, "arm64-config", "make", &args)?;
+        }
+        let mut args = vec!["-C", "xen", "-j", &jobs];
+        args.extend(ARM64);
+        run_logged(&arm, &logs, "arm64", "make", &args).with_context(|| step("arm64 hypervisor"))?;
+        did.push("arm64");
+        let text = std::fs::read_to_string(&p.path)?;
+        if touches_tools(&text) {
+            let mut configure: Vec<String> =
+                config.tools.configure.iter().map(|a| a.replace("--disable-ocamltools", "--enable-ocamltools")).collect();
+            configure.insert(0, format!("PYTHON={}", crate::host::PYTHON));
+            if !x86.join("config.status").exists() {
+                let args: Vec<&str> = configure.iter().map(String::as_str).collect();
+                let script = x86.join("configure");
+                run_logged(&x86, &logs, "configure", &script.to_string_lossy(), &args)?;
+            }
+            run_logged(&x86, &logs, "tools", "make", &["build-tools", "-j", &jobs]).with_context(|| step("tools"))?;
+            did.push("tools with OCaml bindings");
+        }
+        std::fs::write(&ok, did.join(", "))?;
+        eprintln!("series: {} ... builds: {}", p.name(), did.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "From 0123 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nDate: Tue, 24 Nov 2026 03:43:24 +0000\n\
+        Subject: [PATCH 01/11] x86/numa: report node of domain and vCPU objects in\n the 'u' debug key\n\n\
+        Why it matters.\n---\n xen/arch/x86/numa.c | 1 +\n\n\
+        diff --git a/xen/arch/x86/numa.c b/xen/arch/x86/numa.c\n--- a/xen/arch/x86/numa.c\n+++ b/xen/arch/x86/numa.c\n\
+        @@ -1 +1,2 @@\n int a;\n+    int b;\n";
+
+    #[test]
+    fn well_formed_patch() {
+        assert_eq!(check_form("0001.patch", GOOD), []);
+        assert!(!touches_tools(GOOD));
+    }
+
+    #[test]
+    fn findings_name_the_problem() {
+        let what = |text: &str| check_form("p", text).into_iter().map(|f| f.what).collect::<Vec<_>>();
+        let signed = GOOD.replace("Why it matters.\n", "Why it matters.\n\nSigned-off-by: A <a@b>\n");
+        assert_eq!(what(&signed), ["carries a Signed-off-by line: the person posting the series certifies the DCO"]);
+        let subject = GOOD.replace("x86/numa: report", "Report");
+        assert!(what(&subject)[0].contains("is not `component: what`"), "{:?}", what(&subject));
+        let tab = GOOD.replace("+    int b;", "+\tint b;");
+        assert_eq!(what(&tab), ["xen/arch/x86/numa.c: tab in \"\\tint b;\" (CODING_STYLE: indent with spaces)"]);
+        let long = GOOD.replace("Why it matters.", &"word ".repeat(16));
+        assert!(what(&long)[0].starts_with("message line 1 is 80 columns"), "{:?}", what(&long));
+        let empty = GOOD.replace("Why it matters.\n", "");
+        assert_eq!(what(&empty), ["has no commit message saying why"]);
+    }
+
+    #[test]
+    fn cover_letter() {
+        assert_eq!(check_cover_letter("Subject: [PATCH 00/11] *** SUBJECT HERE ***\n\n*** BLURB HERE ***\n").len(), 2);
+        assert!(check_cover_letter("Subject: x\n\nThe poster certifies the Developer's Certificate of Origin.\n").is_empty());
+    }
+}
