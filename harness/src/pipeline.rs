@@ -253,7 +253,11 @@ fn boot_tests(p: &Pipeline, scale: Option<f64>) -> Result<()> {
         for spath in yaml_files(&paths::images_dir().join("scenarios"))? {
             let scenario = Scenario::load(&spath, &topology)?;
             let here: Vec<Artifacts> = builds.iter().filter(|a| scenario.runs_on(a.flavor)).cloned().collect();
-            for (flavor, report) in p.reports(&here, &topology, &scenario, scale) {
+            let mut reports = p.reports(&here, &topology, &scenario, scale);
+            if scenario.patched_matches_baseline {
+                reports = same_as_baseline(reports);
+            }
+            for (flavor, report) in reports {
                 let name = format!("{}/{}/{}", topology.name, scenario.name, flavor);
                 let outcome = report.and_then(|r| snapshot::check(&r));
                 match outcome {
@@ -276,6 +280,60 @@ fn boot_tests(p: &Pipeline, scale: Option<f64>) -> Result<()> {
     Ok(())
 }
 
+/// Turns the patched report into an error where it differs from the
+/// baseline's in anything but the build's name.
+fn same_as_baseline(mut reports: Vec<(Flavor, Result<Report>)>) -> Vec<(Flavor, Result<Report>)> {
+    // Compared as the snapshots are: without the build's name and the
+    // free memory, which moves from boot to boot.
+    let yaml = |r: &Report| {
+        let mut r = r.clone();
+        r.build = String::new();
+        for n in &mut r.nodes {
+            n.free_mib = 0;
+        }
+        serde_yaml::to_string(&r).unwrap_or_default()
+    };
+    let baseline = match reports.iter().find(|(f, _)| *f == Flavor::Baseline) {
+        Some((_, Ok(r))) => yaml(r),
+        _ => return reports,
+    };
+    for (flavor, report) in reports.iter_mut() {
+        if *flavor == Flavor::Patched {
+            if let Ok(r) = report {
+                let patched = yaml(r);
+                if patched != baseline {
+                    let diff: Vec<String> = similar_lines(&baseline, &patched);
+                    *report = Err(anyhow::anyhow!(
+                        "the scenario claims the series changes nothing, but the patched report differs from the baseline's:\n    {}",
+                        diff.join("\n    ")
+                    ));
+                }
+            }
+        }
+    }
+    reports
+}
+
+/// The lines of `a` and `b` that differ, marked `-` and `+`.
+fn similar_lines(a: &str, b: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out = Vec::new();
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => {
+                if let Some(x) = x {
+                    out.push(format!("-{x}"));
+                }
+                if let Some(y) = y {
+                    out.push(format!("+{y}"));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
@@ -287,4 +345,38 @@ fn shell_words(args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Node;
+
+    fn report(build: &str, free: u64, cpus: &str) -> Report {
+        Report {
+            topology: "t".into(),
+            scenario: "s".into(),
+            description: "d".into(),
+            build: build.into(),
+            xen_version: None,
+            nodes: vec![Node { node: 0, cpus: cpus.into(), memory_mib: 1024, free_mib: free, distances: vec![10] }],
+            domains: Vec::new(),
+            checks: Default::default(),
+        }
+    }
+
+    #[test]
+    fn patched_must_match_baseline() {
+        let same = same_as_baseline(vec![
+            (Flavor::Baseline, Ok(report("baseline", 500, "0-1"))),
+            (Flavor::Patched, Ok(report("patched", 498, "0-1"))),
+        ]);
+        assert!(same.iter().all(|(_, r)| r.is_ok()), "free memory and the build's name do not count");
+        let differ = same_as_baseline(vec![
+            (Flavor::Baseline, Ok(report("baseline", 500, "0-1"))),
+            (Flavor::Patched, Ok(report("patched", 500, "0"))),
+        ]);
+        let err = differ[1].1.as_ref().unwrap_err().to_string();
+        assert!(err.ends_with("\n    -  cpus: 0-1\n    +  cpus: '0'"), "{err}");
+    }
 }

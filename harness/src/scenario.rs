@@ -26,6 +26,10 @@ pub struct Scenario {
     /// Pins dom0's vCPUs (`xl vcpu-pin Domain-0 all ...`) before anything is
     /// created, so that the toolstack's hypercalls run on known CPUs.
     pub dom0_hard_affinity: Option<Affinity>,
+    /// The claim that the series changes nothing here: the test fails if
+    /// the patched build's report differs from the baseline's.
+    #[serde(default)]
+    pub patched_matches_baseline: bool,
     /// Test programs dom0 runs before creating the domains; each must exit
     /// 0, and its output lines starting `PASS` or `FAIL` go in the report.
     #[serde(default)]
@@ -126,6 +130,9 @@ impl Scenario {
     }
 
     fn validate(&self, topology: &Topology) -> Result<()> {
+        if self.patched_matches_baseline && self.builds.len() != 2 {
+            bail!("field `patched_matches_baseline`: needs both builds in `builds`");
+        }
         if self.builds.is_empty() {
             bail!("field `builds`: no build to run on; leave it out to run on both");
         }

@@ -91,8 +91,10 @@ pub fn check_form(name: &str, text: &str) -> Vec<Finding> {
         bad("has no commit message saying why".into());
     }
     for (i, line) in mail.body.iter().enumerate() {
-        // A long unbreakable token (a URL, a path) may stand alone.
-        if line.chars().count() > 75 && line.trim().contains(' ') {
+        // A long unbreakable token (a URL, a path) may stand alone, and
+        // trailers such as Fixes: are never wrapped.
+        let trailer = ["Fixes: ", "Link: "].iter().any(|t| line.starts_with(t));
+        if line.chars().count() > 75 && line.trim().contains(' ') && !trailer {
             bad(format!("message line {} is {} columns (wrap at 75): {line:?}", i + 1, line.chars().count()));
         }
     }
@@ -287,6 +289,8 @@ mod tests {
         assert_eq!(what(&tab), ["xen/arch/x86/numa.c: tab in \"\\tint b;\" (CODING_STYLE: indent with spaces)"]);
         let long = GOOD.replace("Why it matters.", &"word ".repeat(16));
         assert!(what(&long)[0].starts_with("message line 1 is 80 columns"), "{:?}", what(&long));
+        let fixes = GOOD.replace("Why it matters.\n", "Why it matters.\n\nFixes: 0123456789ab (\"libxl: a subject long enough to need more than seventy-five\")\n");
+        assert_eq!(what(&fixes), Vec::<String>::new());
         let empty = GOOD.replace("Why it matters.\n", "");
         assert_eq!(what(&empty), ["has no commit message saying why"]);
     }
