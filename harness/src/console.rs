@@ -36,6 +36,8 @@ pub fn event(line: &str) -> Option<Event> {
         || line.contains("(XEN) Hardware Dom0 halted")
         || line.contains("(XEN) Hardware Dom0 shutdown")
         || line.contains("numa-harness: init failed")
+        || line.contains("rcu: INFO: rcu_preempt detected stalls")
+        || line.contains("watchdog: BUG: soft lockup")
     {
         Some(Event::Dom0Died(strip_prefix(line).to_string()))
     } else if line.starts_with(RESULT_END) {
@@ -164,6 +166,8 @@ mod tests {
             Some(Event::Dom0Died("[    3.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100".into()))
         );
         assert_eq!(event("numa-harness: init failed: xenstored").map(|_| ()), Some(()));
+        // A stalled dom0 never gets to its result block: stop at once.
+        assert!(matches!(event("[   32.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"), Some(Event::Dom0Died(_))));
         assert_eq!(event("(XEN) d1v0 some message"), None);
     }
 

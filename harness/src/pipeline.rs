@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
-use crate::boot::{self, Accel, Boot, Machine};
+use crate::boot::{self, Accel, Boot, BootError, Machine};
 use crate::build::{self, Artifacts};
 use crate::config::Timeouts;
 use crate::fetch::{self, Sources};
@@ -158,7 +158,17 @@ impl<'a> Pipeline<'a> {
             boot.console_log().display()
         );
         let start = Instant::now();
-        let text = boot.run(&timeouts)?;
+        let text = match boot.run(&timeouts) {
+            // Seen now and then under TCG, on unpatched Xen too: dom0 Linux
+            // stalls during boot. Try once more, keeping the first log.
+            Err(BootError::Dom0Died { line, log }) if line.contains("stall") || line.contains("soft lockup") => {
+                let kept = log.with_extension("stalled.log");
+                std::fs::rename(&log, &kept)?;
+                eprintln!("boot: dom0 stalled ({line}); booting once more (first console: {})", kept.display());
+                boot.run(&timeouts)?
+            }
+            other => other?,
+        };
         let steps = console::result_block(&text)
             .with_context(|| format!("console log {}", boot.console_log().display()))?;
         let report = Report::new(boot.topology, boot.scenario, artifacts.flavor, &steps)
@@ -281,13 +291,16 @@ fn boot_tests(p: &Pipeline, scale: Option<f64>) -> Result<()> {
 }
 
 /// Turns the patched report into an error where it differs from the
-/// baseline's in anything but the build's name.
+/// baseline's for the scenario's domains. dom0 is left out: how its memory
+/// splits over the nodes moves by a few pages with any change to Xen's own
+/// footprint at boot, series or not.
 fn same_as_baseline(mut reports: Vec<(Flavor, Result<Report>)>) -> Vec<(Flavor, Result<Report>)> {
     // Compared as the snapshots are: without the build's name and the
     // free memory, which moves from boot to boot.
     let yaml = |r: &Report| {
         let mut r = r.clone();
         r.build = String::new();
+        r.domains.retain(|d| d.id != 0);
         for n in &mut r.nodes {
             n.free_mib = 0;
         }
@@ -363,6 +376,32 @@ mod tests {
             domains: Vec::new(),
             checks: Default::default(),
         }
+    }
+
+    fn with_domain(mut r: Report, id: u32, pages: u64) -> Report {
+        r.domains.push(crate::report::Domain {
+            name: format!("d{id}"),
+            id,
+            node_affinity: None,
+            node_affinity_is: None,
+            vcpus: Vec::new(),
+            pages_per_node: Some([(0, pages)].into_iter().collect()),
+            objects: Default::default(),
+        });
+        r
+    }
+
+    /// dom0's page split may move; a scenario domain's may not.
+    #[test]
+    fn only_the_scenario_domains_must_match() {
+        let check = |b: Report, p: Report| {
+            let out = same_as_baseline(vec![(Flavor::Baseline, Ok(b)), (Flavor::Patched, Ok(p))]);
+            out[1].1.is_ok()
+        };
+        let base = || report("baseline", 500, "0-1");
+        let patched = || report("patched", 500, "0-1");
+        assert!(check(with_domain(base(), 0, 100), with_domain(patched(), 0, 104)));
+        assert!(!check(with_domain(base(), 1, 100), with_domain(patched(), 1, 104)));
     }
 
     #[test]

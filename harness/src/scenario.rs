@@ -130,14 +130,14 @@ impl Scenario {
     }
 
     fn validate(&self, topology: &Topology) -> Result<()> {
-        if self.patched_matches_baseline && self.builds.len() != 2 {
+        if self.patched_matches_baseline && !Flavor::ALL.iter().all(|f| self.builds.contains(f)) {
             bail!("field `patched_matches_baseline`: needs both builds in `builds`");
         }
         if self.builds.is_empty() {
             bail!("field `builds`: no build to run on; leave it out to run on both");
         }
         for (i, c) in self.checks.iter().enumerate() {
-            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
+            if !is_name(&c.name) {
                 bail!("field `checks[{i}].name`: {:?} is not a name (letters, digits and `-`)", c.name);
             }
             if c.command.is_empty() {
@@ -153,7 +153,7 @@ impl Scenario {
         let mut seen = BTreeMap::new();
         for (i, d) in self.domains.iter().enumerate() {
             let at = |f: &str| format!("field `domains[{i}].{f}`");
-            if d.name.is_empty() || !d.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            if !is_name(&d.name) {
                 bail!("{}: {:?} is not a domain name (letters, digits and `-`)", at("name"), d.name);
             }
             if let Some(j) = seen.insert(d.name.clone(), i) {
@@ -225,6 +225,12 @@ impl Domain {
         }
         cfg
     }
+}
+
+/// Domain and check names: they become file names and words in dom0's
+/// shell script.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// One affinity's nodes or CPUs exist in the topology; `field` is its path.

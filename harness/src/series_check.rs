@@ -133,7 +133,8 @@ pub fn check_cover_letter(text: &str) -> Vec<Finding> {
     if text.contains("*** SUBJECT HERE ***") || text.contains("*** BLURB HERE ***") {
         bad("still has git format-patch's placeholders");
     }
-    if !text.contains("Developer's Certificate of Origin") && !text.contains("DCO") {
+    let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !words.contains("Developer's Certificate of Origin") && !words.contains("DCO") {
         bad("does not say who certifies the DCO");
     }
     if text.lines().any(|l| l.starts_with("Signed-off-by:")) {
@@ -298,6 +299,6 @@ mod tests {
     #[test]
     fn cover_letter() {
         assert_eq!(check_cover_letter("Subject: [PATCH 00/11] *** SUBJECT HERE ***\n\n*** BLURB HERE ***\n").len(), 2);
-        assert!(check_cover_letter("Subject: x\n\nThe poster certifies the Developer's Certificate of Origin.\n").is_empty());
+        assert!(check_cover_letter("Subject: x\n\nThe poster certifies the Developer's Certificate of\nOrigin.\n").is_empty());
     }
 }
