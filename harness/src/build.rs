@@ -125,7 +125,6 @@ pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) ->
         format!("flavor: {flavor}\nkey: {key}\nxen: {}\npatches: {:?}\n", source.id, names),
     )?;
     paths::commit_dir(&stage, &dir)?;
-    let _ = sh;
     eprintln!("build: {flavor}: done ({key})");
     Ok(artifacts)
 }

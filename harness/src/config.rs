@@ -70,6 +70,14 @@ impl Timeouts {
     }
 }
 
+/// A data file's name without directory and `.yaml`: how runs, reports and
+/// snapshots refer to it.
+pub fn stem(path: &Path) -> Result<String> {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,12 +108,4 @@ mod tests {
         assert_eq!(t.result, Duration::from_secs(1200));
         assert!(Timeouts::new(false, Some(0.0)).is_err());
     }
-}
-
-/// A data file's name without directory and `.yaml`: how runs, reports and
-/// snapshots refer to it.
-pub fn stem(path: &Path) -> Result<String> {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .with_context(|| format!("{} has no file name", path.display()))
 }

@@ -106,8 +106,7 @@ impl Archive {
     }
 
     pub fn write(&self, out: &mut impl Write) -> Result<()> {
-        let mut ino = 1u32;
-        for (path, entry) in &self.entries {
+        for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, data): (u32, std::borrow::Cow<[u8]>) = match entry {
                 Entry::Dir => (0o040755, (&[][..]).into()),
                 Entry::Symlink(target) => (0o120777, target.as_bytes().into()),
@@ -120,7 +119,6 @@ impl Archive {
             header(out, ino, mode, data.len(), path)?;
             out.write_all(&data)?;
             pad(out, data.len())?;
-            ino += 1;
         }
         header(out, 0, 0, 0, "TRAILER!!!")?;
         Ok(())

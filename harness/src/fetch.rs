@@ -217,8 +217,8 @@ fn debian_mirror() -> Result<(String, String, Option<String>)> {
         } else {
             None
         };
-        if found.is_some() {
-            return Ok(found.unwrap());
+        if let Some(found) = found {
+            return Ok(found);
         }
     }
     bail!("no `deb` entry for a Debian bookworm mirror in /etc/apt/sources.list{{,.d/*}}: cannot add deb-src")
@@ -263,7 +263,7 @@ fn dom0_kernel(sh: &Shell) -> Result<UnpackedDeb> {
     let depends = field(&meta, "Depends").context("linux-image-amd64 has no Depends")?;
     let image = depends
         .split(',')
-        .map(|d| d.trim().split_whitespace().next().unwrap_or(""))
+        .map(|d| d.split_whitespace().next().unwrap_or(""))
         .find(|d| d.starts_with("linux-image-") && d.ends_with("-amd64"))
         .with_context(|| format!("linux-image-amd64 depends on no kernel image: {depends}"))?
         .to_string();

@@ -91,7 +91,7 @@ fn ranges(mut v: Vec<u32>) -> String {
 
 impl Report {
     pub fn new(topology: &Topology, scenario: &Scenario, flavor: Flavor, steps: &[Step]) -> Result<Report> {
-        for s in steps.iter().filter(|s| s.rc != 0) {
+        if let Some(s) = steps.iter().find(|s| s.rc != 0) {
             bail!(
                 "scenario step `{} {}` failed (exit status {}):\n    {}",
                 s.kind,
