@@ -104,13 +104,13 @@ pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) ->
     patch::apply(sh, &tree, &patches)?;
 
     let stage = paths::staging_dir(&dir)?;
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = jobs();
     let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(&tree, &logs, step, "make", args) };
 
     configure_hypervisor(&tree, &logs, &config.hypervisor)?;
     make("hypervisor", &["-C", "xen", "-j", &jobs])?;
 
-    configure_tools(&tree, &logs, &config.tools)?;
+    configure_tools(&tree, &logs, &config.tools.configure)?;
     make("tools", &["build-tools", "-j", &jobs])?;
     let destdir = format!("DESTDIR={}", stage.join("tools").display());
     make("install-tools", &["install-tools", &destdir])?;
@@ -182,19 +182,26 @@ fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> 
     Ok(())
 }
 
-fn configure_tools(tree: &Path, logs: &Path, config: &ToolsConfig) -> Result<()> {
-    let stamp = logs.join("configure.stamp");
-    let want = config.configure.join("\n");
+/// Runs Xen's ./configure with `args`; redone only when they change (the
+/// stamp lives in `state`, beside the tree).
+pub fn configure_tools(tree: &Path, state: &Path, args: &[String]) -> Result<()> {
+    let stamp = state.join("configure.stamp");
+    let want = args.join("\n");
     if tree.join("config.status").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
         return Ok(());
     }
-    let mut args = vec![format!("PYTHON={}", host::PYTHON)];
-    args.extend(config.configure.iter().cloned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut all = vec![format!("PYTHON={}", host::PYTHON)];
+    all.extend(args.iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let configure = tree.join("configure");
-    run_logged(tree, logs, "configure", &configure.to_string_lossy(), &args)?;
+    run_logged(tree, state, "configure", &configure.to_string_lossy(), &all)?;
     std::fs::write(stamp, want)?;
     Ok(())
+}
+
+/// How many jobs make runs: one per CPU.
+pub fn jobs() -> String {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string()
 }
 
 /// Runs one build step with its output in `<logs>/<step>.log`; on failure

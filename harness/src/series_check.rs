@@ -215,7 +215,14 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         cmd!(sh, "git worktree add -q --detach {arm} HEAD").quiet().run()?;
     }
     let config: BuildConfig = crate::config::load_yaml(&paths::xen_dir().join("build.yaml"))?;
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = build::jobs();
+    // The tools are built with the OCaml bindings, which xenopsd uses.
+    let configure: Vec<String> = config
+        .tools
+        .configure
+        .iter()
+        .map(|a| a.replace("--disable-ocamltools", "--enable-ocamltools"))
+        .collect();
 
     for (i, (p, commit)) in all.iter().zip(&commits).enumerate() {
         let ok = state.join(format!("{}.ok", keys[i]));
@@ -246,14 +253,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         did.push("arm64");
         let text = std::fs::read_to_string(&p.path)?;
         if touches_tools(&text) {
-            let mut configure: Vec<String> =
-                config.tools.configure.iter().map(|a| a.replace("--disable-ocamltools", "--enable-ocamltools")).collect();
-            configure.insert(0, format!("PYTHON={}", crate::host::PYTHON));
-            if !x86.join("config.status").exists() {
-                let args: Vec<&str> = configure.iter().map(String::as_str).collect();
-                let script = x86.join("configure");
-                run_logged(&x86, &logs, "configure", &script.to_string_lossy(), &args)?;
-            }
+            build::configure_tools(&x86, &state, &configure)?;
             run_logged(&x86, &logs, "tools", "make", &["build-tools", "-j", &jobs]).with_context(|| step("tools"))?;
             did.push("tools with OCaml bindings");
         }
