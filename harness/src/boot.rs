@@ -86,6 +86,8 @@ pub struct Boot<'a> {
     pub scenario: &'a Scenario,
     pub machine: &'a Machine,
     pub xen: PathBuf,
+    /// The FLASK policy, a boot module when the scenario asks for FLASK.
+    pub xsm_policy: PathBuf,
     pub kernel: PathBuf,
     pub base_image: PathBuf,
     /// Where the console log, the boot's initramfs and its report go.
@@ -116,6 +118,9 @@ impl Boot<'_> {
     pub fn command(&self) -> Vec<String> {
         let mut xen_cmdline = self.machine.xen_cmdline.clone();
         xen_cmdline.extend(self.scenario.xen_cmdline.iter().cloned());
+        if let Some(mode) = self.scenario.flask {
+            xen_cmdline.extend(mode.xen_cmdline().iter().map(|s| s.to_string()));
+        }
         let mut dom0_cmdline = self.machine.dom0_cmdline.clone();
         if self.interactive {
             dom0_cmdline.push("numa_harness.shell".into());
@@ -133,7 +138,10 @@ impl Boot<'_> {
         };
         // Multiboot modules are separated by commas: a comma inside one is
         // written twice.
-        let module = |path: &Path, args: &str| format!("{} {}", path.display(), args).replace(',', ",,");
+        let module = |path: &Path, args: &str| {
+            let module = if args.is_empty() { path.display().to_string() } else { format!("{} {args}", path.display()) };
+            module.replace(',', ",,")
+        };
         let mut cmd: Vec<String> = [QEMU, "-machine", "q35", "-accel", accel, "-cpu", cpu]
             .iter()
             .map(|s| s.to_string())
@@ -158,13 +166,19 @@ impl Boot<'_> {
         } else {
             cmd.extend(["-monitor".into(), "none".into()]);
         }
+        // dom0's kernel comes first; Xen takes the FLASK policy out of the
+        // other modules before it looks for dom0's initrd among the rest.
+        let mut modules = vec![module(&self.kernel, &dom0_cmdline.join(" ")), module(&self.initrd(), "")];
+        if self.scenario.flask.is_some() {
+            modules.push(module(&self.xsm_policy, ""));
+        }
         cmd.extend([
             "-kernel".into(),
             self.xen.display().to_string(),
             "-append".into(),
             xen_cmdline.join(" "),
             "-initrd".into(),
-            format!("{},{}", module(&self.kernel, &dom0_cmdline.join(" ")), self.initrd().display()),
+            modules.join(","),
         ]);
         cmd
     }

@@ -58,10 +58,31 @@ impl Artifacts {
     pub fn tools(&self) -> PathBuf {
         self.dir.join("tools")
     }
+
+    /// The FLASK policy: the tree's example policy plus the modules in
+    /// `qemu-images/flask/`.
+    pub fn xsm_policy(&self) -> PathBuf {
+        self.dir.join("xenpolicy")
+    }
 }
 
 fn config_path() -> PathBuf {
     paths::xen_dir().join("build.yaml")
+}
+
+/// Our FLASK policy modules (`*.te`), sorted, with their contents.
+fn flask_modules() -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = paths::images_dir().join("flask");
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "te") {
+            let name = crate::config::stem(&path)?;
+            modules.push((name, std::fs::read(&path)?));
+        }
+    }
+    modules.sort();
+    Ok(modules)
 }
 
 /// The content key of a build: base, build configuration and patches.
@@ -70,6 +91,9 @@ pub fn key(source: &XenSource, series: &Series, flavor: Flavor) -> Result<String
         .with_context(|| format!("cannot read {}", config_path().display()))?;
     let mut k = paths::KeyBuilder::default();
     k.add("recipe", RECIPE).add("xen", &source.id).add("build.yaml", config);
+    for (name, body) in flask_modules()? {
+        k.add("flask module", name).add("body", body);
+    }
     for p in series.for_flavor(flavor) {
         let body = std::fs::read(&p.path)
             .with_context(|| format!("cannot read patch {}", p.path.display()))?;
@@ -82,7 +106,7 @@ pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) ->
     let key = key(source, series, flavor)?;
     let dir = paths::cache()?.join("artifacts").join(&key);
     let artifacts = Artifacts { flavor, key: key.clone(), dir: dir.clone() };
-    if dir.join("tools").is_dir() && dir.join("xen").is_file() {
+    if dir.join("tools").is_dir() && dir.join("xen").is_file() && dir.join("xenpolicy").is_file() {
         eprintln!("build: {flavor}: up to date ({key})");
         return Ok(artifacts);
     }
@@ -114,6 +138,8 @@ pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) ->
     make("tools", &["build-tools", "-j", &jobs])?;
     let destdir = format!("DESTDIR={}", stage.join("tools").display());
     make("install-tools", &["install-tools", &destdir])?;
+
+    build_xsm_policy(&tree, &logs, &stage.join("xenpolicy"))?;
 
     for f in ["xen", "xen-syms"] {
         std::fs::copy(tree.join("xen").join(f), stage.join(f))
@@ -171,15 +197,80 @@ fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> 
     if tree.join("xen/.config").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
         return Ok(());
     }
+    let _ = std::fs::remove_file(&stamp);
     run_logged(tree, logs, "hypervisor-config", "make", &["-C", "xen", "defconfig"])?;
     if !config.kconfig.is_empty() {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(tree.join("xen/.config"))?;
+        let dot_config = tree.join("xen/.config");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&dot_config)?;
         writeln!(f, "{want}")?;
+        drop(f);
         run_logged(tree, logs, "hypervisor-config", "make", &["-C", "xen", "olddefconfig"])?;
+        let result = std::fs::read_to_string(&dot_config)?;
+        let missing = kconfig_not_applied(&config.kconfig, &result);
+        if !missing.is_empty() {
+            bail!(
+                "{}: Kconfig did not keep {} (a dependency missing, or a symbol that does not exist in this Xen); see {}",
+                config_path().display(),
+                missing.join(", "),
+                dot_config.display()
+            );
+        }
     }
     std::fs::write(stamp, want)?;
     Ok(())
+}
+
+/// The `kconfig` lines that the resulting `.config` does not carry:
+/// `CONFIG_FOO=n` is kept as `# CONFIG_FOO is not set` (or no line at all).
+fn kconfig_not_applied(wanted: &[String], dot_config: &str) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|line| match line.split_once('=') {
+            Some((symbol, "n")) => dot_config.lines().any(|l| l.starts_with(&format!("{symbol}="))),
+            _ => !dot_config.lines().any(|l| l == line.as_str()),
+        })
+        .cloned()
+        .collect()
+}
+
+/// Builds the FLASK policy with Xen's own policy makefile, from the tree's
+/// example modules plus ours (`qemu-images/flask/*.te`, enabled in a copy
+/// of `modules.conf`): the tree itself is left as patched.
+fn build_xsm_policy(tree: &Path, logs: &Path, out: &Path) -> Result<()> {
+    let policy = tree.join("tools/flask/policy");
+    let modules = logs.join("flask-modules");
+    let build_dir = logs.join("flask-build");
+    for dir in [&modules, &build_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+    }
+    for entry in std::fs::read_dir(policy.join("modules"))? {
+        let path = entry?.path();
+        std::fs::copy(&path, modules.join(path.file_name().unwrap()))?;
+    }
+    let mut conf = std::fs::read_to_string(modules.join("modules.conf"))?;
+    conf.push_str("\n# Added by the NUMA harness from qemu-images/flask/.\n");
+    for (name, body) in flask_modules()? {
+        std::fs::write(modules.join(format!("{name}.te")), body)?;
+        conf.push_str(&format!("{name} = on\n"));
+    }
+    std::fs::write(modules.join("modules.conf"), conf)?;
+    let build_dir_arg = format!("FLASK_BUILD_DIR={}", build_dir.display());
+    let moddir_arg = format!("MODDIR={}", modules.display());
+    run_logged(&policy, logs, "xsm-policy", "make", &[&build_dir_arg, &moddir_arg])?;
+    let built: Vec<PathBuf> = std::fs::read_dir(&build_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("xenpolicy-")))
+        .collect();
+    match built.as_slice() {
+        [one] => std::fs::copy(one, out).map(|_| ()).with_context(|| format!("copying {}", one.display())),
+        _ => bail!("the policy build left {} xenpolicy-* files in {}", built.len(), build_dir.display()),
+    }
 }
 
 /// Runs Xen's ./configure with `args`; redone only when they change (the
@@ -229,4 +320,23 @@ pub fn run_logged(tree: &Path, logs: &Path, step: &str, program: &str, args: &[&
         bail!("build step `{step}` failed ({status}); last lines of {}:\n    {tail}", log.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kconfig_lines_that_did_not_stick() {
+        let dot_config = "CONFIG_XSM=y\nCONFIG_XSM_FLASK=y\n# CONFIG_XSM_FLASK_POLICY is not set\nCONFIG_HVM=y\n";
+        let wanted = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            kconfig_not_applied(&wanted(&["CONFIG_XSM=y", "CONFIG_XSM_FLASK_POLICY=n", "CONFIG_XSM_SILO=n"]), dot_config),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            kconfig_not_applied(&wanted(&["CONFIG_HVM=n", "CONFIG_NO_SUCH=y", "CONFIG_XSM_FLASK=y"]), dot_config),
+            ["CONFIG_HVM=n", "CONFIG_NO_SUCH=y"]
+        );
+    }
 }

@@ -34,6 +34,7 @@ const PACKAGES: &[(&str, &[&str])] = &[
         "check the series (arm64 hypervisor, OCaml bindings)",
         &["gcc-aarch64-linux-gnu", "ocaml-nox", "ocaml-findlib"],
     ),
+    ("build the FLASK policy", &["checkpolicy", "m4"]),
     ("boot", &["qemu-system-x86"]),
 ];
 

@@ -133,6 +133,7 @@ impl<'a> Pipeline<'a> {
             scenario,
             machine: &self.machine,
             xen: artifacts.xen(),
+            xsm_policy: artifacts.xsm_policy(),
             kernel: image::kernel(&self.sources.kernel)?,
             base_image,
             run_dir: paths::output()

@@ -19,6 +19,9 @@ pub struct Scenario {
     /// Added to Xen's command line for this scenario's boots.
     #[serde(default)]
     pub xen_cmdline: Vec<String>,
+    /// Boots Xen with FLASK in this mode (`xsm=flask flask=<mode>`) and the
+    /// build's policy: Xen's example policy plus `qemu-images/flask/`.
+    pub flask: Option<FlaskMode>,
     /// The builds the scenario runs on (default: both), for scenarios that
     /// need what only the series provides.
     #[serde(default = "all_builds")]
@@ -48,6 +51,23 @@ pub struct Scenario {
 
 fn all_builds() -> Vec<Flavor> {
     Flavor::ALL.to_vec()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlaskMode {
+    Enforcing,
+    Permissive,
+}
+
+impl FlaskMode {
+    /// Xen's command line for this mode.
+    pub fn xen_cmdline(self) -> [&'static str; 2] {
+        match self {
+            FlaskMode::Enforcing => ["xsm=flask", "flask=enforcing"],
+            FlaskMode::Permissive => ["xsm=flask", "flask=permissive"],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
