@@ -1,24 +1,26 @@
-//! Build stage: a git work tree per build (the pinned base with its patches
-//! applied by `git am`), hypervisor and tools built in it, and the results
-//! kept as artifacts under a key made from everything that went in.
+//! Build stage: a git work tree per base and build (the pinned base with its
+//! patches applied by `git am`, or a contributor's checkout copied as it
+//! stands), hypervisor and tools built in it, and the results kept as
+//! artifacts under a key made from everything that went in.
 //!
 //! A build whose key already has artifacts does nothing at all. Otherwise the
 //! build's work tree is reset to the base and patched again: git rewrites only
 //! the files that differ, so make recompiles only what the change touched.
+//! Every compiler call goes through ccache, shared by all trees, so the same
+//! file built in another tree is compiled once.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use crate::fetch::XenSource;
-use crate::patch::{self, Flavor, Series};
+use crate::checkout::Checkout;
+use crate::fetch::{self, XenSource};
+use crate::patch::{self, Flavor, Patch};
 use crate::{host, paths};
-
-/// Bump when the way artifacts are made changes, so old ones are not reused.
-const RECIPE: &str = "1";
 
 /// `xen/build.yaml`.
 #[derive(Debug, Deserialize)]
@@ -41,11 +43,20 @@ pub struct ToolsConfig {
     pub configure: Vec<String>,
 }
 
+impl BuildConfig {
+    pub fn load() -> Result<BuildConfig> {
+        crate::config::load_yaml(&config_path())
+    }
+}
+
 /// What a finished build leaves: `xen` (the multiboot ELF QEMU loads),
-/// `xen-syms` and `tools/` (the tools installed with DESTDIR).
+/// `xen-syms`, `tools/` (the tools installed with DESTDIR) and `xenpolicy`.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
+    pub base: String,
     pub flavor: Flavor,
+    /// The contributor's checkout built as the patched side, if any.
+    pub checkout: Option<PathBuf>,
     pub key: String,
     pub dir: PathBuf,
 }
@@ -64,6 +75,28 @@ impl Artifacts {
     pub fn xsm_policy(&self) -> PathBuf {
         self.dir.join("xenpolicy")
     }
+
+    /// How runs and messages name this build: `baseline`, `patched`, or
+    /// `own` for a contributor's checkout.
+    pub fn label(&self) -> &'static str {
+        if self.checkout.is_some() {
+            "own"
+        } else {
+            self.flavor.name()
+        }
+    }
+
+    fn complete(dir: &Path) -> bool {
+        dir.join("tools").is_dir() && dir.join("xen").is_file() && dir.join("xenpolicy").is_file()
+    }
+}
+
+/// What a build puts on top of its base.
+pub enum Change<'a> {
+    /// Patches of the base's series, applied with `git am`.
+    Patches(Vec<&'a Patch>),
+    /// A contributor's checkout, built as it stands instead of the base.
+    Checkout(&'a Checkout),
 }
 
 fn config_path() -> PathBuf {
@@ -78,114 +111,190 @@ fn flask_modules() -> Result<Vec<(String, Vec<u8>)>> {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "te") {
             let name = crate::config::stem(&path)?;
-            modules.push((name, std::fs::read(&path)?));
+            let body = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            modules.push((name, body));
         }
     }
     modules.sort();
     Ok(modules)
 }
 
-/// The content key of a build: base, build configuration and patches.
-pub fn key(source: &XenSource, series: &Series, flavor: Flavor) -> Result<String> {
-    let config = std::fs::read(config_path())
-        .with_context(|| format!("cannot read {}", config_path().display()))?;
+/// Everything on the host that goes into a build's output and is not in the
+/// repository: the versions of the compilers, binutils, make, Python, the
+/// FLASK policy compiler and every Debian package the harness installs
+/// (headers and libraries the tools link), and the exact environment make
+/// runs in (see [`run_logged`]). Computed once per run.
+pub fn toolchain() -> Result<&'static str> {
+    static TOOLCHAIN: OnceLock<String> = OnceLock::new();
+    if let Some(t) = TOOLCHAIN.get() {
+        return Ok(t);
+    }
+    let mut text = String::new();
+    for (program, arg) in [
+        ("gcc", "--version"),
+        ("aarch64-linux-gnu-gcc", "--version"),
+        ("ld", "--version"),
+        ("make", "--version"),
+        (host::PYTHON, "--version"),
+        ("checkpolicy", "-V"),
+        ("ocamlfind", "ocamlopt -version"),
+    ] {
+        let args: Vec<&str> = arg.split(' ').collect();
+        let out = duct::cmd(program, &args).stderr_to_stdout().unchecked().read().unwrap_or_else(|e| format!("{e}"));
+        text.push_str(&format!("{program}: {}\n", out.lines().next().unwrap_or("")));
+    }
+    let packages: Vec<&str> = host::packages().collect();
+    let format = "${Package} ${Version}\n";
+    let versions = duct::cmd("dpkg-query", ["-W", "-f", format].iter().copied().chain(packages.iter().copied()))
+        .stderr_null()
+        .unchecked()
+        .read()
+        .context("dpkg-query")?;
+    text.push_str(&versions);
+    for (k, v) in build_env(Path::new("/TREE")) {
+        text.push_str(&format!("env {k}={v}\n"));
+    }
+    Ok(TOOLCHAIN.get_or_init(|| text))
+}
+
+/// The content key of a build: the base's tree, what goes on top of it,
+/// the build configuration, our FLASK modules, the host's toolchain and the
+/// harness code that drives the build.
+fn key(source_tree: &str, change: &str, flavor: Flavor) -> Result<String> {
+    let config = std::fs::read(config_path()).with_context(|| format!("cannot read {}", config_path().display()))?;
     let mut k = paths::KeyBuilder::default();
-    k.add("recipe", RECIPE).add("xen", &source.id).add("build.yaml", config);
+    k.add("xen tree", source_tree)
+        .add("change", change)
+        .add("flavor", flavor.name())
+        .add("build.yaml", config)
+        .add("toolchain", toolchain()?)
+        .add("build.rs", include_str!("build.rs"))
+        .add("checkout.rs", include_str!("checkout.rs"));
     for (name, body) in flask_modules()? {
         k.add("flask module", name).add("body", body);
-    }
-    for p in series.for_flavor(flavor) {
-        let body = std::fs::read(&p.path)
-            .with_context(|| format!("cannot read patch {}", p.path.display()))?;
-        k.add("patch", p.name()).add("body", body);
     }
     Ok(k.finish())
 }
 
-pub fn build(sh: &Shell, source: &XenSource, series: &Series, flavor: Flavor) -> Result<Artifacts> {
-    let key = key(source, series, flavor)?;
+fn patches_id(patches: &[&Patch]) -> Result<String> {
+    let mut k = paths::KeyBuilder::default();
+    for p in patches {
+        let body = std::fs::read(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
+        k.add("patch", p.name()).add("body", body);
+    }
+    Ok(format!("patches {}", k.finish()))
+}
+
+/// Builds `flavor` of a base: its source with `change` on top.
+pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> Result<Artifacts> {
+    let trees = paths::cache()?.join("trees").join(&source.base);
+    let (name, checkout) = match &change {
+        Change::Patches(_) => (flavor.name().to_string(), None),
+        Change::Checkout(c) => (format!("own-{}", c.id()), Some(c.path.clone())),
+    };
+    let tree = trees.join(&name);
+    // Logs, stamps and manifests live beside the tree, not in it, where
+    // `git clean` would remove them.
+    let state = trees.join(format!("{name}.state"));
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+
+    let key = match &change {
+        Change::Patches(patches) => key(&source.tree, &patches_id(patches)?, flavor)?,
+        Change::Checkout(c) => {
+            let manifest = state.join("manifest");
+            let written = c.sync(&tree, &manifest)?;
+            eprintln!("build: {}: {written} file(s) copied from {} into {}", source.base, c.path.display(), tree.display());
+            let id = Checkout::tree_id(&tree, &manifest)?;
+            key(&id, "checkout as it stands", flavor)?
+        }
+    };
     let dir = paths::cache()?.join("artifacts").join(&key);
-    let artifacts = Artifacts { flavor, key: key.clone(), dir: dir.clone() };
-    if dir.join("tools").is_dir() && dir.join("xen").is_file() && dir.join("xenpolicy").is_file() {
-        eprintln!("build: {flavor}: up to date ({key})");
+    let artifacts = Artifacts { base: source.base.clone(), flavor, checkout, key: key.clone(), dir: dir.clone() };
+    let label = format!("{}/{}", source.base, artifacts.label());
+    if Artifacts::complete(&dir) {
+        eprintln!("build: {label}: up to date ({key})");
         return Ok(artifacts);
     }
-    let config: BuildConfig = crate::config::load_yaml(&config_path())?;
-    let patches = series.for_flavor(flavor);
-    let tree = paths::cache()?.join("trees").join(flavor.name());
-    // Logs and configuration stamps live beside the tree, not in it, where
-    // `git clean` would remove them.
-    let logs = paths::cache()?.join("trees").join(format!("{}.state", flavor.name()));
-    std::fs::create_dir_all(&logs)?;
-    eprintln!(
-        "build: {flavor}: {} patch(es) on Xen {}, work tree {}",
-        patches.len(),
-        source.directory,
-        tree.display()
-    );
-
-    prepare_tree(sh, source, &tree)?;
-    patch::apply(sh, &tree, &patches)?;
+    let config = BuildConfig::load()?;
+    if let Change::Patches(patches) = &change {
+        eprintln!("build: {label}: {} patch(es) on Xen {}, work tree {}", patches.len(), source.tree, tree.display());
+        prepare_tree(sh, source, &tree)?;
+        patch::apply(sh, &tree, patches)?;
+    }
 
     let stage = paths::staging_dir(&dir)?;
     let jobs = jobs();
-    let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(&tree, &logs, step, "make", args) };
+    let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(&tree, &state, step, "make", args) };
 
-    configure_hypervisor(&tree, &logs, &config.hypervisor)?;
+    configure_hypervisor(&tree, &state, &config.hypervisor)?;
     make("hypervisor", &["-C", "xen", "-j", &jobs])?;
 
-    configure_tools(&tree, &logs, &config.tools.configure)?;
+    configure_tools(&tree, &state, &config.tools.configure)?;
     make("tools", &["build-tools", "-j", &jobs])?;
     let destdir = format!("DESTDIR={}", stage.join("tools").display());
     make("install-tools", &["install-tools", &destdir])?;
 
-    build_xsm_policy(&tree, &logs, &stage.join("xenpolicy"))?;
+    build_xsm_policy(&tree, &state, &stage.join("xenpolicy"))?;
 
     for f in ["xen", "xen-syms"] {
         std::fs::copy(tree.join("xen").join(f), stage.join(f))
             .with_context(|| format!("copying xen/{f} out of {}", tree.display()))?;
     }
-    let names: Vec<String> = patches.iter().map(|p| p.name()).collect();
+    let what = match &change {
+        Change::Patches(p) => format!("patches: {:?}", p.iter().map(|p| p.name()).collect::<Vec<_>>()),
+        Change::Checkout(c) => format!("checkout: {}", c.path.display()),
+    };
     std::fs::write(
         stage.join("build-info.yaml"),
-        format!("flavor: {flavor}\nkey: {key}\nxen: {}\npatches: {:?}\n", source.id, names),
+        format!("base: {}\nbuild: {}\nkey: {key}\nxen tree: {}\n{what}\n", source.base, artifacts.label(), source.tree),
     )?;
     paths::commit_dir(&stage, &dir)?;
-    eprintln!("build: {flavor}: done ({key})");
+    eprintln!("build: {label}: done ({key})");
     Ok(artifacts)
 }
 
+/// The tag on a work tree's pristine base commit.
+const BASE_TAG: &str = "numa-harness-base";
+
 /// Makes `tree` a git work tree of the pristine base with nothing applied,
 /// keeping untracked build outputs (git ignores them) so make can reuse them.
+/// A tree made from another source (its base commit holds another git
+/// tree) is made again from this one.
 pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
-    const BASE_TAG: &str = "numa-harness-base";
-    let git_id = ["-c", "user.name=numa-harness", "-c", "user.email=numa-harness@localhost"];
-    if !tree.join(".git").is_dir()
-        || cmd!(sh, "git -C {tree} rev-parse -q --verify {BASE_TAG}").quiet().ignore_stdout().run().is_err()
-    {
-        eprintln!("build: unpacking {} into {}", source.tarball.display(), tree.display());
-        let tmp = paths::staging_dir(tree)?;
-        let tarball = &source.tarball;
-        cmd!(sh, "tar -xf {tarball} -C {tmp}").quiet().run()?;
-        let top = tmp.join(&source.directory);
-        if !top.is_dir() {
-            bail!("{} has no top-level directory {}", tarball.display(), source.directory);
+    if tree.join(".git").is_dir() {
+        let spec = format!("{BASE_TAG}^{{tree}}");
+        let made_from = cmd!(sh, "git -C {tree} rev-parse -q --verify {spec}").quiet().ignore_stderr().read().unwrap_or_default();
+        if made_from.trim() == source.tree {
+            let _cd = sh.push_dir(tree);
+            cmd!(sh, "git am --abort").quiet().ignore_status().ignore_stderr().run()?;
+            cmd!(sh, "git reset -q --hard {BASE_TAG}").quiet().run()?;
+            cmd!(sh, "git clean -q -fd").quiet().run()?;
+            return Ok(());
         }
-        let _cd = sh.push_dir(&top);
-        cmd!(sh, "git init -q").quiet().run()?;
-        cmd!(sh, "git add -A -f").quiet().run()?;
-        let msg = format!("Xen {} (pristine base)", source.id);
-        cmd!(sh, "git {git_id...} commit -q --no-verify -m {msg}").quiet().run()?;
-        cmd!(sh, "git tag {BASE_TAG}").quiet().run()?;
-        drop(_cd);
-        paths::commit_dir(&top, tree)?;
-        std::fs::remove_dir_all(&tmp)?;
-        return Ok(());
+        eprintln!(
+            "build: {} was made from another source (tree {}); making it again from {}",
+            tree.display(),
+            if made_from.trim().is_empty() { "unknown" } else { made_from.trim() },
+            source.tree
+        );
     }
-    let _cd = sh.push_dir(tree);
-    cmd!(sh, "git am --abort").quiet().ignore_status().ignore_stderr().run()?;
-    cmd!(sh, "git reset -q --hard {BASE_TAG}").quiet().run()?;
-    cmd!(sh, "git clean -q -fd").quiet().run()?;
+    eprintln!("build: unpacking {} into {}", source.tarball.display(), tree.display());
+    let tmp = paths::staging_dir(tree)?;
+    let top = fetch::import(sh, &source.tarball, &source.directory, &tmp, &format!("Xen {} (pristine base)", source.tree))?;
+    const HEAD_TREE: &str = "HEAD^{tree}";
+    let got = cmd!(sh, "git -C {top} rev-parse {HEAD_TREE}").quiet().read()?;
+    if got.trim() != source.tree {
+        bail!(
+            "{} unpacks to git tree {}, but base {} pins {}: it is not the pinned source (delete it from the cache)",
+            source.tarball.display(),
+            got.trim(),
+            source.base,
+            source.tree
+        );
+    }
+    cmd!(sh, "git -C {top} tag {BASE_TAG}").quiet().run()?;
+    paths::commit_dir(&top, tree)?;
+    std::fs::remove_dir_all(&tmp)?;
     Ok(())
 }
 
@@ -194,7 +303,8 @@ pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
 fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> Result<()> {
     let stamp = logs.join("kconfig.stamp");
     let want = config.kconfig.join("\n");
-    if tree.join("xen/.config").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+    let stamped = format!("{want}\n{}", toolchain()?);
+    if tree.join("xen/.config").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(stamped.as_str()) {
         return Ok(());
     }
     let _ = std::fs::remove_file(&stamp);
@@ -217,7 +327,7 @@ fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> 
             );
         }
     }
-    std::fs::write(stamp, want)?;
+    std::fs::write(stamp, stamped)?;
     Ok(())
 }
 
@@ -277,7 +387,7 @@ fn build_xsm_policy(tree: &Path, logs: &Path, out: &Path) -> Result<()> {
 /// stamp lives in `state`, beside the tree).
 pub fn configure_tools(tree: &Path, state: &Path, args: &[String]) -> Result<()> {
     let stamp = state.join("configure.stamp");
-    let want = args.join("\n");
+    let want = format!("{}\n{}", args.join("\n"), toolchain()?);
     if tree.join("config.status").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
         return Ok(());
     }
@@ -295,24 +405,35 @@ pub fn jobs() -> String {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string()
 }
 
+/// The whole environment a build step runs in: nothing from the caller's
+/// (a CFLAGS or a `debug=y` there would change the output without changing
+/// the build's key), Debian's Python, and ccache in front of every
+/// compiler, with paths inside `tree` hashed relative to it so that the
+/// same file in another tree is a hit.
+fn build_env(tree: &Path) -> Vec<(&'static str, String)> {
+    let ccache = paths::cache().map(|c| c.join("ccache")).unwrap_or_else(|_| PathBuf::from("/tmp/ccache"));
+    vec![
+        ("PATH", "/usr/lib/ccache:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ("HOME", std::env::var("HOME").unwrap_or_else(|_| "/root".into())),
+        ("LANG", "C.UTF-8".into()),
+        ("LC_ALL", "C.UTF-8".into()),
+        ("PYTHON", host::PYTHON.into()),
+        ("CCACHE_DIR", ccache.display().to_string()),
+        ("CCACHE_BASEDIR", tree.display().to_string()),
+        ("CCACHE_NOHASHDIR", "true".into()),
+        ("CCACHE_MAXSIZE", "8G".into()),
+    ]
+}
+
 /// Runs one build step with its output in `<logs>/<step>.log`; on failure
 /// the error shows the log's tail and names it.
 pub fn run_logged(tree: &Path, logs: &Path, step: &str, program: &str, args: &[&str]) -> Result<()> {
     let log = logs.join(format!("{step}.log"));
     let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     eprintln!("build:   {step}: {program} {} (log: {})", args.join(" "), log.display());
-    let path = format!("/usr/sbin:/usr/bin:/sbin:/bin:{}", std::env::var("PATH").unwrap_or_default());
-    let status = duct::cmd(program, args)
-        .dir(tree)
-        .env("PATH", path)
-        .env("PYTHON", host::PYTHON)
-        .stdout_file(file.try_clone()?)
-        .stderr_file(file)
-        .stdin_null()
-        .unchecked()
-        .run()
-        .with_context(|| format!("cannot run {program} in {}", tree.display()))?
-        .status;
+    let mut cmd = duct::cmd(program, args).dir(tree).full_env(build_env(tree));
+    cmd = cmd.stdout_file(file.try_clone()?).stderr_file(file).stdin_null().unchecked();
+    let status = cmd.run().with_context(|| format!("cannot run {program} in {}", tree.display()))?.status;
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

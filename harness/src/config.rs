@@ -16,9 +16,9 @@ pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Parses YAML text; the error says which field is wrong and where.
 pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    // serde_yaml's message starts with the field's path where it has one
+    // yaml_serde's message starts with the field's path where it has one
     // ("nodes[1].cpus: invalid type: ...") and ends with line and column.
-    serde_yaml::from_str(text).map_err(|e| {
+    yaml_serde::from_str(text).map_err(|e| {
         let msg = e.to_string();
         match msg.split_once(": ") {
             Some((path, rest)) if !path.contains(' ') => format!("field `{path}`: {rest}"),
@@ -68,6 +68,17 @@ impl Timeouts {
             poweroff: s(30),
         })
     }
+}
+
+/// The `*.yaml` files in a directory, sorted.
+pub fn yaml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// A data file's name without directory and `.yaml`: how runs, reports and

@@ -5,34 +5,59 @@ use std::path::PathBuf;
 xflags::xflags! {
     /// Build Xen with and without the NUMA placement series, boot it under
     /// QEMU with emulated NUMA nodes and report where domains landed.
+    ///
+    /// Every command works on one base (a pinned Xen source with its own
+    /// series, `xen/bases/<name>.yaml`): `--base NAME` or a path to such a
+    /// file, the default base (master) otherwise. `--xen-sources DIR` (or
+    /// NUMA_HARNESS_XEN_SOURCES) names a directory of source tarballs to
+    /// take the base's source from before Debian and upstream git.
+    /// `--xen-tree DIR` builds and boots a Xen checkout as it stands as the
+    /// patched side, beside the base's pinned baseline.
     cmd xtask {
         /// Check the host's tools and Debian packages; install what is
         /// missing (as root) or print the command that would.
         cmd setup {}
 
-        /// Download the pinned Xen source, the dom0 kernel and busybox into
-        /// the cache, verified by checksum.
-        cmd fetch {}
-
-        /// Apply patches/series and build hypervisor and tools.
-        cmd build {
-            /// `baseline`, `patched` or `all` (default).
-            optional --build build: String
+        /// Download a base's pinned Xen source, the dom0 kernel and busybox
+        /// into the cache, verified.
+        cmd fetch {
+            /// A base name or file (default: the default base).
+            optional --base base: String
+            /// A directory of Xen source tarballs.
+            optional --xen-sources dir: PathBuf
         }
 
-        /// Check the patch series as upstream review would: form, cover
+        /// Apply the base's series and build hypervisor and tools.
+        cmd build {
+            optional --base base: String
+            /// `baseline`, `patched` or `all` (default).
+            optional --build build: String
+            optional --xen-sources dir: PathBuf
+            /// A Xen checkout to build as the patched side.
+            optional --xen-tree dir: PathBuf
+        }
+
+        /// Check a base's patch series as upstream review would: form, cover
         /// letter, `git am` on the base, and every patch building the
         /// x86_64 and arm64 hypervisor (and the tools where it touches them).
-        cmd check-series {}
+        cmd check-series {
+            /// A base name or file (default: every base).
+            optional --base base: String
+            optional --xen-sources dir: PathBuf
+        }
 
         /// Build the dom0 initramfs for a build.
         cmd image {
+            optional --base base: String
             /// `baseline` or `patched` (default).
             optional --build build: String
+            optional --xen-sources dir: PathBuf
+            optional --xen-tree dir: PathBuf
         }
 
         /// Boot one build with one topology and scenario, print its report.
         cmd boot {
+            optional --base base: String
             /// `baseline` or `patched` (default).
             optional --build build: String
             /// Topology file (default: qemu-images/topologies/two-node.yaml).
@@ -45,26 +70,37 @@ xflags::xflags! {
             optional --print-command
             /// Multiply every boot timeout by this factor.
             optional --timeout-scale scale: f64
+            optional --xen-sources dir: PathBuf
+            optional --xen-tree dir: PathBuf
         }
 
         /// The main job: build both, boot the default topology and scenario
         /// on each, print the reports side by side and write them as YAML.
         default cmd run {
+            optional --base base: String
             /// Topology file (default: qemu-images/topologies/two-node.yaml).
             optional --topology topology: PathBuf
             /// Scenario file (default: qemu-images/scenarios/default.yaml).
             optional --scenario scenario: PathBuf
             /// Multiply every boot timeout by this factor.
             optional --timeout-scale scale: f64
+            optional --xen-sources dir: PathBuf
+            optional --xen-tree dir: PathBuf
         }
 
-        /// Run the harness's unit tests, then every scenario on every
-        /// topology on both builds, comparing each report with its snapshot.
+        /// Run the harness's unit tests, then for every base (or `--base`)
+        /// its series check and every scenario on every topology on both
+        /// builds, comparing each report with its snapshot; then the ways
+        /// to get a source (upstream git, a contributor's checkout), built
+        /// and booted for real.
         cmd test {
             /// Only the harness's unit tests (no Xen build, no boot).
             optional --unit-only
+            /// A base name or file (default: every base).
+            optional --base base: String
             /// Multiply every boot timeout by this factor.
             optional --timeout-scale scale: f64
+            optional --xen-sources dir: PathBuf
         }
     }
 }

@@ -29,6 +29,7 @@ const PACKAGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("fetch and patch", &["git", "xz-utils", "dpkg"]),
+    ("compile each file once for every tree", &["ccache"]),
     ("check the initramfs writer (unit tests)", &["cpio"]),
     (
         "check the series (arm64 hypervisor, OCaml bindings)",
@@ -37,6 +38,11 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ("build the FLASK policy", &["checkpolicy", "m4"]),
     ("boot", &["qemu-system-x86"]),
 ];
+
+/// Every package the harness needs.
+pub fn packages() -> impl Iterator<Item = &'static str> {
+    PACKAGES.iter().flat_map(|(_, pkgs)| pkgs.iter().copied())
+}
 
 fn installed(sh: &Shell, package: &str) -> bool {
     let format = "-f=${Status}";
@@ -62,13 +68,9 @@ pub fn ensure(sh: &Shell) -> Result<()> {
     if cmd!(sh, "dpkg-query --version").quiet().ignore_stdout().run().is_err() {
         bail!("this harness needs a Debian (12, bookworm) host: dpkg-query is not available");
     }
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .flat_map(|(_, pkgs)| pkgs.iter().copied())
-        .filter(|p| !installed(sh, p))
-        .collect();
+    let missing: Vec<&str> = packages().filter(|p| !installed(sh, p)).collect();
     if missing.is_empty() {
-        return Ok(());
+        return ccache_links(sh);
     }
     for (stage, pkgs) in PACKAGES {
         let here: Vec<&str> = pkgs.iter().copied().filter(|p| missing.contains(p)).collect();
@@ -92,6 +94,19 @@ pub fn ensure(sh: &Shell) -> Result<()> {
     if !still.is_empty() {
         bail!("apt-get did not install: {}", still.join(" "));
     }
+    ccache_links(sh)
+}
+
+/// ccache's compiler links (/usr/lib/ccache) cover the compilers installed
+/// when it was; the arm64 cross compiler may have come later.
+fn ccache_links(sh: &Shell) -> Result<()> {
+    if std::path::Path::new("/usr/lib/ccache/aarch64-linux-gnu-gcc").exists() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("/usr/lib/ccache has no aarch64-linux-gnu-gcc link: run `sudo update-ccache-symlinks`");
+    }
+    cmd!(sh, "update-ccache-symlinks").quiet().run()?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::Artifacts;
 use crate::cpio::Archive;
-use crate::fetch::{Sources, UnpackedDeb};
+use crate::fetch::{Dom0Packages, UnpackedDeb};
 use crate::paths;
 use crate::scenario::Scenario;
 
@@ -39,7 +39,7 @@ pub fn kernel(kernel: &UnpackedDeb) -> Result<PathBuf> {
 }
 
 /// The base image for a build, as an archive ready to be written.
-pub fn base(sources: &Sources, artifacts: &Artifacts) -> Result<Archive> {
+pub fn base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<Archive> {
     let mut a = Archive::default();
     for d in ["dev", "proc", "sys", "tmp", "run", "root", "mnt", "etc", "var"] {
         a.dir(d);
@@ -66,8 +66,8 @@ pub fn base(sources: &Sources, artifacts: &Artifacts) -> Result<Archive> {
         "etc/numa-harness-image",
         0o644,
         format!(
-            "build: {} {}\nkernel: {} {}\nbusybox: {}\n",
-            artifacts.flavor, artifacts.key, sources.kernel.package, sources.kernel.version, sources.busybox.version
+            "base: {}\nbuild: {} {}\nkernel: {} {}\nbusybox: {}\n",
+            artifacts.base, artifacts.label(), artifacts.key, sources.kernel.package, sources.kernel.version, sources.busybox.version
         ),
     );
     Ok(a)
@@ -197,7 +197,7 @@ pub fn scenario(scenario: &Scenario) -> Archive {
 
 /// Writes the base image for a build once (cached under its build key and
 /// the inputs' identity), and returns its path.
-pub fn write_base(sources: &Sources, artifacts: &Artifacts) -> Result<PathBuf> {
+pub fn write_base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<PathBuf> {
     let mut key = paths::KeyBuilder::default();
     key.add("build", &artifacts.key)
         .add("kernel", &sources.kernel.sha256)

@@ -2,11 +2,15 @@
 //!
 //! The stages, one module each, in the order a run goes through them:
 //! host (set-up) -> fetch -> patch -> build -> image -> boot (console) ->
-//! parse -> report -> snapshot. Topologies and scenarios are data files in
-//! qemu-images/, loaded by the modules of the same name.
+//! parse -> report -> snapshot. Bases (pinned Xen sources) are data files in
+//! xen/bases/, topologies and scenarios in qemu-images/, each loaded by the
+//! module of the same name; a contributor's own checkout comes in through
+//! `checkout`, and `source_paths` tests the ways a source arrives.
 
+mod base;
 mod boot;
 mod build;
+mod checkout;
 mod config;
 mod console;
 mod cpio;
@@ -22,6 +26,7 @@ mod report;
 mod scenario;
 mod series_check;
 mod snapshot;
+mod source_paths;
 mod topology;
 
 use std::process::ExitCode;

@@ -185,9 +185,21 @@ pub struct DomainMemory {
     /// With the instrument: the node of each of Xen's own structures,
     /// `(vCPU or None for the domain's, object, node or "?")`, in order.
     pub objects: Vec<(Option<u32>, String, String)>,
+    /// With the instrument: the first and last vCPU whose objects it left
+    /// out (it lists a bounded number per domain).
+    pub vcpus_not_listed: Option<(u32, u32)>,
 }
 
-/// The `u` debug key's output (`dump_numa()` in xen/arch/x86/numa.c).
+/// A domain's heading in the `u` key's output: its ID and total pages.
+fn domain_heading(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix("Domain ").or_else(|| line.strip_prefix('d'))?;
+    let (id, total) = rest.split_once(" (total: ")?;
+    id.chars().all(|c| c.is_ascii_digit()).then_some(())?;
+    Some((id, total.strip_suffix("):")?))
+}
+
+/// The `u` debug key's output (`dump_numa()`, in xen/arch/x86/numa.c on
+/// 4.17, xen/common/numa.c on master).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NumaDump {
     /// Free pages on each node, by node number.
@@ -230,16 +242,15 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
             dump.cpu_nodes.extend((first..=last).map(|c| (c, node)));
         } else if line.starts_with("Memory location of each domain:") {
             in_domains = true;
-        } else if let (true, Some(rest)) = (in_domains, line.strip_prefix("Domain ")) {
-            // Domain 1 (total: 51200):
-            let (id, total) = rest.split_once(" (total: ").ok_or_else(bad)?;
-            let total = total.strip_suffix("):").ok_or_else(bad)?;
+        } else if let (true, Some((id, total))) = (in_domains, domain_heading(&line)) {
+            // "Domain 1 (total: 51200):" (4.17) or "d1 (total: 51200):"
             dump.domains.push(DomainMemory {
                 id: id.parse().map_err(|_| bad())?,
                 total_pages: total.parse().map_err(|_| bad())?,
                 pages: Vec::new(),
                 node_affinity: None,
                 objects: Vec::new(),
+                vcpus_not_listed: None,
             });
         } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Node affinity: ")) {
             // "    Node affinity: 0-1 (auto)"
@@ -247,22 +258,33 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
             let mode = mode.strip_suffix(')').filter(|m| *m == "auto" || *m == "explicit").ok_or_else(bad)?;
             let d = dump.domains.last_mut().ok_or_else(bad)?;
             d.node_affinity = Some((nodes.to_string(), mode.to_string()));
-        } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Object d")) {
-            // "    Object d1 domain: node 0" or "    Object d1v0 vcpu: node ?"
-            let (owner, rest) = rest.split_once(' ').ok_or_else(bad)?;
-            let (object, node) = rest.split_once(": node ").ok_or_else(bad)?;
+        } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Objects d")) {
+            // "    Objects d1: domain:0 shared_info:?", "    Objects d1v0: vcpu:1 ...",
+            // "    Objects d1v16-d1v31: not listed"
+            let (owner, list) = rest.split_once(": ").ok_or_else(bad)?;
             let d = dump.domains.last_mut().ok_or_else(bad)?;
-            let (dom, vcpu) = match owner.split_once('v') {
-                Some((dom, vcpu)) => (dom, Some(vcpu.parse::<u32>().map_err(|_| bad())?)),
-                None => (owner, None),
-            };
+            let (dom, vcpus) = owner.split_once('v').map_or((owner, None), |(d, v)| (d, Some(v)));
             if dom.parse::<u32>().ok() != Some(d.id) {
                 bail!("`u` debug key line {line:?} is about another domain than d{}", d.id);
             }
-            if node != "?" && node.parse::<u32>().is_err() {
-                return Err(bad());
+            if list == "not listed" {
+                // "16-d1v31": the vCPU IDs left out.
+                let (first, last) = vcpus.and_then(|v| v.split_once('-')).ok_or_else(bad)?;
+                let last = last.strip_prefix(&format!("d{}v", d.id)).ok_or_else(bad)?;
+                let (first, last): (u32, u32) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+                d.vcpus_not_listed = Some((first, last));
+                continue;
             }
-            d.objects.push((vcpu, object.to_string(), node.to_string()));
+            let vcpu = vcpus.map(|v| v.parse::<u32>().map_err(|_| bad())).transpose()?;
+            for item in list.split_whitespace() {
+                let (object, node) = item.split_once(':').ok_or_else(bad)?;
+                let name_ok = !object.is_empty()
+                    && object.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !name_ok || (node != "?" && node.parse::<u32>().is_err()) {
+                    return Err(bad());
+                }
+                d.objects.push((vcpu, object.to_string(), node.to_string()));
+            }
         } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Node ")) {
             // "    Node 1: 51200"
             let (node, pages) = rest.split_once(": ").ok_or_else(bad)?;
@@ -341,7 +363,7 @@ mod tests {
 
     /// Unpatched Xen prints no node affinity and no objects.
     fn mem(id: u32, total_pages: u64, pages: &[(u32, u64)]) -> DomainMemory {
-        DomainMemory { id, total_pages, pages: pages.to_vec(), node_affinity: None, objects: Vec::new() }
+        DomainMemory { id, total_pages, pages: pages.to_vec(), node_affinity: None, objects: Vec::new(), vcpus_not_listed: None }
     }
 
     #[test]
@@ -357,6 +379,42 @@ mod tests {
                 mem(2, 51200, &[(0, 51200), (1, 0)]),
             ]
         );
+    }
+
+    /// The series' instrument, as docs/misc/numa-debug-key.pandoc gives
+    /// it, after master's `%pd` domain headings.
+    #[test]
+    fn instrument_lines() {
+        let lines: Vec<String> = [
+            "(XEN) 'u' pressed -> dumping numa info (now = 1)",
+            "(XEN) NODE0 start->0 size->262144 free->100",
+            "(XEN) CPU0 -> NODE0",
+            "(XEN) Memory location of each domain:",
+            "(XEN) d1 (total: 38400):",
+            "(XEN)     Node 0: 0",
+            "(XEN)     Node 1: 38400",
+            "(XEN)     Node affinity: 1 (explicit)",
+            "(XEN)     Objects d1: domain:1 shared_info:1 evtchn:?",
+            "(XEN)     Objects d1v0: vcpu:1 sched_unit:0 vmcb:1",
+            "(XEN)     Objects d1v16-d1v19: not listed",
+        ]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+        let d = &debug_key_u(&lines).unwrap().domains[0];
+        assert_eq!((d.id, d.total_pages, d.pages.as_slice()), (1, 38400, &[(0, 0), (1, 38400)][..]));
+        assert_eq!(d.node_affinity, Some(("1".into(), "explicit".into())));
+        let o = |v: Option<u32>, name: &str, node: &str| (v, name.to_string(), node.to_string());
+        assert_eq!(
+            d.objects,
+            [o(None, "domain", "1"), o(None, "shared_info", "1"), o(None, "evtchn", "?"), o(Some(0), "vcpu", "1"), o(Some(0), "sched_unit", "0"), o(Some(0), "vmcb", "1")]
+        );
+        assert_eq!(d.vcpus_not_listed, Some((16, 19)));
+        let mut wrong = lines.clone();
+        wrong[8] = "(XEN)     Objects d2: domain:1".into();
+        assert!(debug_key_u(&wrong).unwrap_err().to_string().contains("is about another domain than d1"));
+        wrong[8] = "(XEN)     Objects d1: domain:x".into();
+        assert!(debug_key_u(&wrong).unwrap_err().to_string().starts_with("malformed `u` debug key line"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Patch stage: `patches/series` and applying it to a work tree with
-//! `git am`.
+//! Patch stage: a base's series (`patches/<base>/series`) and applying it
+//! to a work tree with `git am`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -55,12 +55,14 @@ impl Patch {
     }
 }
 
-/// `patches/series`: one patch file per line, in order, relative to the
+/// A series file: one patch file per line, in order, relative to the
 /// series file. A line may end in the word `baseline` to give that patch to
 /// the baseline build too. `#` starts a comment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub patches: Vec<Patch>,
+    /// The directory the series file is in (with its cover letter).
+    pub dir: PathBuf,
 }
 
 impl Series {
@@ -103,7 +105,7 @@ impl Series {
             }
             patches.push(Patch { path: file, baseline });
         }
-        Ok(Series { patches })
+        Ok(Series { patches, dir: dir.to_path_buf() })
     }
 
     /// The patches a build applies, in order.
@@ -135,8 +137,8 @@ pub fn apply(sh: &Shell, tree: &Path, patches: &[&Patch]) -> Result<()> {
                 .take(12)
                 .collect();
             bail!(
-                "patch {} does not apply with `git am`:\n    {}\nrefresh it against the pinned base (xen/base.yaml) \
-                 and the patches before it in patches/series",
+                "patch {} does not apply with `git am`:\n    {}\nrefresh it against the pinned base (xen/bases/) \
+                 and the patches before it in its series",
                 patch.name(),
                 why.join("\n    ")
             );

@@ -13,10 +13,6 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn patches_dir() -> PathBuf {
-    repo().join("patches")
-}
-
 pub fn xen_dir() -> PathBuf {
     repo().join("xen")
 }
@@ -96,6 +92,26 @@ pub fn commit_dir(tmp: &Path, dest: &Path) -> Result<()> {
         std::fs::remove_dir_all(dest).with_context(|| format!("removing {}", dest.display()))?;
     }
     std::fs::rename(tmp, dest).with_context(|| format!("renaming to {}", dest.display()))
+}
+
+/// Every path under `dir` (recursively, without following symlinks) with
+/// its size and time of last modification, sorted: equal listings mean
+/// nothing under `dir` was written.
+pub fn listing(dir: &Path) -> Result<Vec<(PathBuf, u64, std::time::SystemTime)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            let m = p.symlink_metadata().with_context(|| format!("reading {}", p.display()))?;
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push((p, m.len(), m.modified()?));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Hex SHA-256 of some bytes.

@@ -8,19 +8,38 @@ use serde::Serialize;
 
 use crate::console::Step;
 use crate::parse;
-use crate::patch::Flavor;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
+
+/// What was booted: which Xen, and the dom0 it ran.
+#[derive(Debug, Clone)]
+pub struct Booted {
+    /// The base's name (`master`, `stable-4.17`).
+    pub base: String,
+    /// `baseline` or `patched`.
+    pub build: String,
+    /// A contributor's checkout built as the patched side.
+    pub xen_tree: Option<String>,
+    /// The dom0 kernel's Debian package and version.
+    pub dom0_kernel: String,
+    /// busybox-static's version.
+    pub busybox: String,
+}
 
 /// Where things landed in one boot. Only what Xen decided is kept: nothing
 /// that changes from run to run of the same build (times, current CPUs).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub base: String,
     pub topology: String,
     pub scenario: String,
     /// The scenario's description, for people reading the snapshot.
     pub description: String,
     pub build: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xen_tree: Option<String>,
+    pub dom0_kernel: String,
+    pub busybox: String,
     pub xen_version: Option<String>,
     /// The nodes as Xen saw them (`xl info -n`).
     pub nodes: Vec<Node>,
@@ -59,6 +78,10 @@ pub struct Domain {
     /// not cheaply locatable), from the instrumented `u` debug key.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub objects: BTreeMap<String, String>,
+    /// The vCPUs (`first-last`) whose structures the instrument did not
+    /// list: it lists a bounded number per domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpu_objects_not_listed: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,7 +113,7 @@ fn ranges(mut v: Vec<u32>) -> String {
 }
 
 impl Report {
-    pub fn new(topology: &Topology, scenario: &Scenario, flavor: Flavor, steps: &[Step]) -> Result<Report> {
+    pub fn new(topology: &Topology, scenario: &Scenario, booted: Booted, steps: &[Step]) -> Result<Report> {
         if let Some(s) = steps.iter().find(|s| s.rc != 0) {
             bail!(
                 "scenario step `{} {}` failed (exit status {}):\n    {}",
@@ -107,10 +130,14 @@ impl Report {
         let dump = section("debug-key-u").map(|o| parse::debug_key_u(o)).transpose().context("parsing the `u` debug key")?;
 
         let mut report = Report {
+            base: booted.base,
             topology: topology.name.clone(),
             scenario: scenario.name.clone(),
             description: scenario.description.trim().to_string(),
-            build: flavor.name().into(),
+            build: booted.build,
+            xen_tree: booted.xen_tree,
+            dom0_kernel: booted.dom0_kernel,
+            busybox: booted.busybox,
             xen_version: info.as_ref().map(|i| i.xen_version.clone()),
             nodes: Vec::new(),
             domains: Vec::new(),
@@ -154,6 +181,7 @@ impl Report {
                 vcpus: Vec::new(),
                 pages_per_node: None,
                 objects: BTreeMap::new(),
+                vcpu_objects_not_listed: None,
             })
         }
         for l in list.iter().flatten() {
@@ -171,6 +199,7 @@ impl Report {
             let name = if d.id == 0 { "Domain-0" } else { "" };
             let dom = entry(&mut domains, d.id, name);
             dom.pages_per_node = Some(d.pages.iter().copied().collect());
+            dom.vcpu_objects_not_listed = d.vcpus_not_listed.map(|(first, last)| format!("{first}-{last}"));
             if let Some((nodes, mode)) = &d.node_affinity {
                 if dom.node_affinity.is_none() {
                     dom.node_affinity = Some(nodes.clone());
@@ -257,14 +286,23 @@ pub fn table(reports: &[&Report]) -> String {
             }
         }
     }
-    let header: Vec<String> = reports.iter().map(|r| r.build.clone()).collect();
+    let header: Vec<String> = reports
+        .iter()
+        .map(|r| match &r.xen_tree {
+            Some(tree) => format!("{} ({tree})", r.build),
+            None => r.build.clone(),
+        })
+        .collect();
     let w0 = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(8);
     let widths: Vec<usize> = (0..reports.len())
         .map(|c| rows.iter().map(|(_, v)| v[c].len()).chain([header[c].len()]).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     if let Some(r) = reports.first() {
-        out.push_str(&format!("topology {}, scenario {}\n{}\n\n", r.topology, r.scenario, r.description));
+        out.push_str(&format!(
+            "base {}, topology {}, scenario {}\n{}\n\n",
+            r.base, r.topology, r.scenario, r.description
+        ));
     }
     let line = |label: &str, values: &[String]| {
         let mut s = format!("{label:<w0$}");
@@ -284,7 +322,7 @@ pub fn table(reports: &[&Report]) -> String {
 /// The main job's YAML: the reports of one topology and scenario, by build.
 pub fn comparison_yaml(reports: &[&Report]) -> Result<String> {
     let by_build: BTreeMap<&str, &Report> = reports.iter().map(|r| (r.build.as_str(), *r)).collect();
-    Ok(serde_yaml::to_string(&by_build)?)
+    Ok(yaml_serde::to_string(&by_build)?)
 }
 
 #[cfg(test)]
@@ -293,11 +331,21 @@ mod tests {
 
     use crate::{console, paths};
 
+    fn booted(build: &str) -> Booted {
+        Booted {
+            base: "stable-4.17".into(),
+            build: build.into(),
+            xen_tree: None,
+            dom0_kernel: "linux-image-6.1.0-56-amd64 6.1.192-2".into(),
+            busybox: "1:1.35.0-4+deb12u1+b1".into(),
+        }
+    }
+
     fn report(topology: &str, fixture: &str) -> Report {
         let t = Topology::load(&paths::images_dir().join(format!("topologies/{topology}.yaml"))).unwrap();
         let s = Scenario::load(&paths::default_scenario(), &t).unwrap();
         let text = std::fs::read_to_string(paths::repo().join("harness/tests/fixtures").join(fixture)).unwrap();
-        Report::new(&t, &s, Flavor::Baseline, &console::result_block(&text).unwrap()).unwrap()
+        Report::new(&t, &s, booted("baseline"), &console::result_block(&text).unwrap()).unwrap()
     }
 
     /// With one core per socket, `xl info -n` lists no CPU (Xen does not
@@ -334,7 +382,7 @@ mod tests {
             rc: 3,
             output: vec!["libxl: error: cannot allocate".into()],
         }];
-        let err = Report::new(&t, &s, Flavor::Patched, &steps).unwrap_err().to_string();
+        let err = Report::new(&t, &s, booted("patched"), &steps).unwrap_err().to_string();
         assert_eq!(err, "scenario step `create pinned-node1` failed (exit status 3):\n    libxl: error: cannot allocate");
     }
 

@@ -5,8 +5,10 @@
 //! the x86_64 and the arm64 hypervisor, and the tools where it touches
 //! them (with the OCaml bindings that xenopsd uses).
 //!
-//! A patch that passed is remembered under a key made from the base and
-//! every patch up to it, so an unchanged series is not rebuilt.
+//! A patch that passed is remembered under a key made from everything the
+//! result depends on: the base's tree, every patch up to it, the configure
+//! line in xen/build.yaml, the host's toolchain and this check's own code;
+//! an unchanged series is not rebuilt.
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -15,9 +17,6 @@ use crate::build::{run_logged, BuildConfig};
 use crate::fetch::XenSource;
 use crate::patch::{self, Patch, Series};
 use crate::{build, paths};
-
-/// Bump when what is checked changes, so earlier passes are not reused.
-const RECIPE: &str = "1";
 
 pub const COVER_LETTER: &str = "0000-cover-letter.patch";
 
@@ -153,13 +152,13 @@ fn touches_tools(text: &str) -> bool {
 
 const ARM64: &[&str] = &["XEN_TARGET_ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"];
 
-/// The whole check. Prints a line per patch; fails naming every problem.
+/// The whole check of one base's series. Prints a line per patch; fails
+/// naming every problem.
 pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
-    let dir = paths::patches_dir();
     let mut findings = Vec::new();
-    let cover = dir.join(COVER_LETTER);
+    let cover = series.dir.join(COVER_LETTER);
     if series.patches.is_empty() {
-        eprintln!("series: empty, nothing to check");
+        eprintln!("series: {}: empty, nothing to check", source.base);
         return Ok(());
     }
     match std::fs::read_to_string(&cover) {
@@ -174,28 +173,33 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         let list: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.patch, f.what)).collect();
         bail!("the series' form needs fixing:\n    {}", list.join("\n    "));
     }
-    eprintln!("series: {} patches and the cover letter are well formed", series.patches.len());
+    eprintln!("series: {}: {} patches and the cover letter are well formed", source.base, series.patches.len());
     build_each(sh, source, series)
 }
 
 fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
-    let cache = paths::cache()?;
-    let state = cache.join("trees/series-check.state");
-    std::fs::create_dir_all(&state)?;
+    let trees = paths::cache()?.join("trees").join(&source.base);
+    let state = trees.join("series-check.state");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let config: BuildConfig = BuildConfig::load()?;
     let mut key = paths::KeyBuilder::default();
-    key.add("recipe", RECIPE).add("xen", &source.id);
+    key.add("xen tree", &source.tree)
+        .add("configure", config.tools.configure.join("\n"))
+        .add("toolchain", build::toolchain()?)
+        .add("series_check.rs", include_str!("series_check.rs"))
+        .add("build.rs", include_str!("build.rs"));
     let mut keys = Vec::new();
     for p in &series.patches {
         key.add("patch", std::fs::read(&p.path)?);
         keys.push(key.finish());
     }
     if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
-        eprintln!("series: every patch already built at this content");
+        eprintln!("series: {}: every patch already built at this content", source.base);
         return Ok(());
     }
 
-    let x86 = cache.join("trees/series-check");
-    let arm = cache.join("trees/series-check-arm64");
+    let x86 = trees.join("series-check");
+    let arm = trees.join("series-check-arm64");
     build::prepare_tree(sh, source, &x86)?;
     let all: Vec<&Patch> = series.patches.iter().collect();
     patch::apply(sh, &x86, &all)?;
@@ -214,7 +218,6 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         let _ = cmd!(sh, "git worktree prune").quiet().run();
         cmd!(sh, "git worktree add -q --detach {arm} HEAD").quiet().run()?;
     }
-    let config: BuildConfig = crate::config::load_yaml(&paths::xen_dir().join("build.yaml"))?;
     let jobs = build::jobs();
     // The tools are built with the OCaml bindings, which xenopsd uses.
     let configure: Vec<String> = config

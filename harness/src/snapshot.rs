@@ -1,5 +1,7 @@
-//! Snapshot stage: each report compared with its insta YAML snapshot under
-//! harness/snapshots/, named `<topology>__<scenario>__<build>.snap`.
+//! Snapshot stage: each report compared with its insta YAML snapshot,
+//! `harness/snapshots/<base>/<topology>__<scenario>__<build>.snap`. This
+//! module owns what a snapshot holds (the normalised report) and every
+//! comparison of reports: with their snapshots, with one another.
 //!
 //! insta prints the diff on a mismatch. Outside CI it also writes the new
 //! report beside the snapshot as `.snap.new`, for `cargo insta review` (or
@@ -7,21 +9,51 @@
 //! diff). With `CI` set it never writes anything.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use yaml_serde::Value;
 
 use crate::paths;
 use crate::report::Report;
 
+/// The report as a snapshot holds it. Only what Xen decided is compared:
+/// - free memory moves by a few hundred pages from boot to boot of the same
+///   build (dom0's allocations at run time); where the domains' own pages
+///   went is in pages_per_node, compared exactly for the domains dom0
+///   creates;
+/// - dom0 gets its memory at boot, around what Xen and its boot modules
+///   occupy: the split over nodes moves by a few pages with the size of
+///   dom0's kernel and initramfs (the same tools built in another directory
+///   are enough). Which nodes hold some of it is still compared;
+/// - the dom0 kernel's and busybox's versions are Debian's current ones, not
+///   pinned: they are in the snapshot's header (its `info`), so a changed
+///   snapshot can be traced to them, but do not fail it.
+pub fn normalized(report: &Report) -> Result<Value> {
+    let mut value = yaml_serde::to_value(report).context("serialising the report")?;
+    let map = value.as_mapping_mut().context("a report serialises to a mapping")?;
+    map.remove("dom0_kernel");
+    map.remove("busybox");
+    if let Some(nodes) = map.get_mut("nodes").and_then(Value::as_sequence_mut) {
+        for node in nodes {
+            if let Some(free) = node.get_mut("free_mib") {
+                *free = "[varies]".into();
+            }
+        }
+    }
+    redact_dom0_pages(&mut value);
+    Ok(value)
+}
+
 /// dom0's pages per node (dom0 comes first): non-zero counts become
 /// `[some]`, so which nodes hold dom0's memory is still compared.
-fn redact_dom0_pages(report: &mut serde_yaml::Value) {
+fn redact_dom0_pages(report: &mut Value) {
     let counts = report
         .get_mut("domains")
         .and_then(|d| d.get_mut(0))
-        .filter(|d| d.get("id").and_then(serde_yaml::Value::as_u64) == Some(0))
+        .filter(|d| d.get("id").and_then(Value::as_u64) == Some(0))
         .and_then(|d| d.get_mut("pages_per_node"))
-        .and_then(serde_yaml::Value::as_mapping_mut);
+        .and_then(Value::as_mapping_mut);
     for (_, pages) in counts.into_iter().flatten() {
         if pages.as_u64() != Some(0) {
             *pages = "[some]".into();
@@ -29,33 +61,27 @@ fn redact_dom0_pages(report: &mut serde_yaml::Value) {
     }
 }
 
+/// The snapshot's name, without directory and `.snap`.
 pub fn name(report: &Report) -> String {
     format!("{}__{}__{}", report.topology, report.scenario, report.build)
 }
 
+fn dir(base: &str) -> PathBuf {
+    paths::snapshots_dir().join(base)
+}
+
+/// Compares a report with its snapshot through insta.
 pub fn check(report: &Report) -> Result<()> {
     let name = name(report);
     let mut settings = insta::Settings::clone_current();
-    settings.set_snapshot_path(paths::snapshots_dir());
+    settings.set_snapshot_path(dir(&report.base));
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings.set_info(&format!(
-        "Xen NUMA harness: topology {}, scenario {}, build {}",
-        report.topology, report.scenario, report.build
+        "Xen NUMA harness: base {}, topology {}, scenario {}, build {}; dom0 kernel {}, busybox {}",
+        report.base, report.topology, report.scenario, report.build, report.dom0_kernel, report.busybox
     ));
-    // Free memory moves by a few hundred pages from boot to boot of the
-    // same build (dom0's allocations at run time); where the domains' own
-    // pages went is in pages_per_node, which is compared exactly for the
-    // domains dom0 creates.
-    settings.add_redaction(".nodes[].free_mib", "[varies]");
-    // dom0 gets its memory at boot, around what Xen and its boot modules
-    // occupy: the split over nodes moves by a few pages with the size of
-    // dom0's kernel and initramfs (the same tools built in another
-    // directory are enough). Which nodes hold some of it is still compared;
-    // the series changes where dom0's structures go (`objects`), not where
-    // its memory goes.
-    let mut value = serde_yaml::to_value(report)?;
-    redact_dom0_pages(&mut value);
+    let value = normalized(report)?;
     // insta reports a mismatch by panicking after printing its diff; turn
     // that into an error so the other runs still get checked.
     let hook = panic::take_hook();
@@ -66,10 +92,44 @@ pub fn check(report: &Report) -> Result<()> {
     panic::set_hook(hook);
     outcome.map_err(|_| {
         anyhow!(
-            "the report differs from harness/snapshots/{name}.snap (diff above); \
-             if the change is right, accept it with `cargo insta review`"
+            "the report differs from harness/snapshots/{}/{name}.snap (diff above); \
+             if the change is right, accept it with `cargo insta review`",
+            report.base
         )
     })
+}
+
+/// The content of a stored snapshot, without insta's header.
+pub fn stored(base: &str, name: &str) -> Result<Value> {
+    let path = dir(base).join(format!("{name}.snap"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading snapshot {}", path.display()))?;
+    // insta's file: "---", header lines, "---", then the content.
+    let content = text
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+        .map(|(_, content)| content)
+        .with_context(|| format!("{} is not an insta snapshot (no header)", path.display()))?;
+    yaml_serde::from_str(content).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Checks that `report`, normalised, equals `expected`; the error shows the
+/// lines that differ, in the order of the YAML, and names what each side is.
+pub fn same(report: &Report, expected: &Value, expected_is: &str) -> Result<()> {
+    let got = normalized(report)?;
+    if got == *expected {
+        return Ok(());
+    }
+    let (a, b) = (yaml_serde::to_string(expected)?, yaml_serde::to_string(&got)?);
+    if a.trim().is_empty() || b.trim().is_empty() {
+        bail!("cannot compare with {expected_is}: one side serialised to nothing");
+    }
+    let diff = similar::TextDiff::from_lines(&a, &b);
+    let lines: Vec<String> = diff
+        .iter_all_changes()
+        .filter(|c| c.tag() != similar::ChangeTag::Equal)
+        .map(|c| format!("{}{}", if c.tag() == similar::ChangeTag::Delete { '-' } else { '+' }, c.value().trim_end()))
+        .collect();
+    bail!("the report differs from {expected_is} (- {expected_is}, + this report):\n    {}", lines.join("\n    "))
 }
 
 #[cfg(test)]
@@ -78,19 +138,26 @@ mod tests {
 
     #[test]
     fn only_dom0s_non_zero_page_counts_are_redacted() {
-        let mut report: serde_yaml::Value = serde_yaml::from_str(
+        let mut report: Value = yaml_serde::from_str(
             "domains:\n\
              - {name: Domain-0, id: 0, pages_per_node: {0: 16384, 1: 0, 2: 5019}}\n\
              - {name: d1, id: 1, pages_per_node: {0: 51200, 1: 0}}\n",
         )
         .unwrap();
         redact_dom0_pages(&mut report);
-        let want: serde_yaml::Value = serde_yaml::from_str(
+        let want: Value = yaml_serde::from_str(
             "domains:\n\
              - {name: Domain-0, id: 0, pages_per_node: {0: '[some]', 1: 0, 2: '[some]'}}\n\
              - {name: d1, id: 1, pages_per_node: {0: 51200, 1: 0}}\n",
         )
         .unwrap();
         assert_eq!(report, want);
+    }
+
+    #[test]
+    fn stored_snapshots_parse() {
+        let v = stored("stable-4.17", "two-node__default__baseline").unwrap();
+        assert_eq!(v.get("scenario").and_then(Value::as_str), Some("default"));
+        assert!(stored("stable-4.17", "no-such").unwrap_err().to_string().starts_with("reading snapshot"));
     }
 }

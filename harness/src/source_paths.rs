@@ -1,0 +1,174 @@
+//! The ways a Xen source reaches a build, tested for real by `cargo xtask
+//! test` on the default base: each is built and booted, and its report
+//! must equal the stored snapshot of the build it stands for.
+//!
+//! - Upstream git: a repository made here from the base's tarball, with one
+//!   commit on top that marks Xen's version, fetched over file:// by commit
+//!   like upstream would be. Its baseline must report what the tarball's
+//!   baseline does, under the marked version.
+//! - A contributor's checkout: the base with its whole series applied as
+//!   uncommitted changes (`git apply`, new files untracked). Built with
+//!   `--xen-tree`, it must report what the patched build does, and the
+//!   checkout must be left exactly as it was.
+//!
+//! Their work trees and scratch files are removed afterwards; their
+//! artifacts stay in the cache, keyed by content like any build's.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::base::{Base, Upstream};
+use crate::build::{self, Change};
+use crate::checkout::Checkout;
+use crate::fetch::{self, XenSource};
+use crate::patch::{Flavor, Series};
+use crate::pipeline::Booter;
+use crate::scenario::Scenario;
+use crate::topology::Topology;
+use crate::{paths, snapshot};
+
+/// What the git test appends to Xen's version, to tell its build apart.
+const MARK: &str = "-from-git";
+
+/// Runs both tests; returns how many passed and the names of those that
+/// failed.
+pub fn test(sh: &Shell, base: &Base, booter: &Booter, sources: Option<&Path>, scale: Option<f64>) -> Result<(usize, Vec<String>)> {
+    let source = fetch::xen_source(sh, base, fetch::sources_dir(sources).as_deref())?;
+    let series = Series::load(&base.series_path())?;
+    let scratch = paths::cache()?.join("scratch/source-paths");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
+    }
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let topology = Topology::load(&paths::default_topology())?;
+    let scenario = Scenario::load(&paths::default_scenario(), &topology)?;
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let tests: [(&str, &dyn Fn() -> Result<()>); 2] = [
+        ("upstream-git", &|| git_source(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale)),
+        ("own-tree", &|| own_tree(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale)),
+    ];
+    for (what, run) in tests {
+        let name = format!("{}/source/{what}", base.name);
+        match run() {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("test {name} ... FAILED\n{e:#}");
+                failed.push(name);
+            }
+        }
+    }
+    std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
+    Ok((passed, failed))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn git_source(
+    sh: &Shell,
+    base: &Base,
+    source: &XenSource,
+    series: &Series,
+    booter: &Booter,
+    scratch: &Path,
+    topology: &Topology,
+    scenario: &Scenario,
+    scale: Option<f64>,
+) -> Result<()> {
+    let repo = fetch::import(sh, &source.tarball, &source.directory, scratch, "Xen, as upstream")?;
+    let makefile = repo.join("xen/Makefile");
+    let text = std::fs::read_to_string(&makefile).with_context(|| format!("reading {}", makefile.display()))?;
+    let vendor = "$(XEN_VENDORVERSION)";
+    if !text.lines().any(|l| l.starts_with("export XEN_EXTRAVERSION ?=") && l.ends_with(vendor)) {
+        bail!("{} sets XEN_EXTRAVERSION in a way this test does not know", makefile.display());
+    }
+    std::fs::write(&makefile, text.replacen(&format!("{vendor}\n"), &format!("{MARK}{vendor}\n"), 1))?;
+    cmd!(sh, "git -C {repo} -c user.name=t -c user.email=t@localhost commit -q -a -m {MARK}").quiet().run()?;
+    let commit = cmd!(sh, "git -C {repo} rev-parse HEAD").quiet().read()?;
+    const HEAD_TREE: &str = "HEAD^{tree}";
+    let tree = cmd!(sh, "git -C {repo} rev-parse {HEAD_TREE}").quiet().read()?;
+
+    let from_git = Base {
+        description: format!("{} from a repository made by the test", base.name),
+        default: false,
+        version: format!("{}{MARK}", base.version),
+        upstream: Upstream {
+            repository: format!("file://{}", repo.display()),
+            branch: "test".into(),
+            commit: commit.trim().into(),
+            tree: tree.trim().into(),
+        },
+        tarball: None,
+        debian: None,
+        series: base.series.clone(),
+        name: format!("{}{MARK}", base.name),
+        path: base.path.clone(),
+    };
+    let downloads = scratch.join("download");
+    let fetched = fetch::git_source(sh, &from_git, &downloads)?;
+    let trees = paths::cache()?.join("trees").join(&from_git.name);
+    let outcome = (|| {
+        let artifacts = build::build(sh, &fetched, Flavor::Baseline, Change::Patches(series.for_flavor(Flavor::Baseline)))?;
+        let mut report = booter.report(&artifacts, topology, scenario, scale)?;
+        let version = report.xen_version.clone().unwrap_or_default();
+        let Some(plain) = version.strip_suffix(MARK) else {
+            bail!("Xen built from the git repository reports version {version:?}, not one ending {MARK:?}: it is not that build");
+        };
+        report.xen_version = Some(plain.to_string());
+        report.base = base.name.clone();
+        let expected = snapshot::stored(&base.name, &snapshot::name(&report))?;
+        snapshot::same(&report, &expected, "the tarball's baseline snapshot")
+    })();
+    remove(&trees)?;
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn own_tree(
+    sh: &Shell,
+    base: &Base,
+    source: &XenSource,
+    series: &Series,
+    booter: &Booter,
+    scratch: &Path,
+    topology: &Topology,
+    scenario: &Scenario,
+    scale: Option<f64>,
+) -> Result<()> {
+    let top = fetch::import(sh, &source.tarball, &source.directory, &scratch.join("checkout"), "Xen, as checked out")?;
+    for p in series.for_flavor(Flavor::Patched) {
+        let file = &p.path;
+        cmd!(sh, "git -C {top} apply {file}").quiet().run().with_context(|| format!("git apply {}", p.name()))?;
+    }
+    let before = paths::listing(&top)?;
+    let checkout = Checkout::open(&top)?;
+    let work = paths::cache()?.join("trees").join(&base.name).join(format!("own-{}", checkout.id()));
+    let outcome = (|| {
+        let artifacts = build::build(sh, source, Flavor::Patched, Change::Checkout(&checkout))?;
+        let mut report = booter.report(&artifacts, topology, scenario, scale)?;
+        if report.xen_tree.as_deref() != Some(&*checkout.path.to_string_lossy()) {
+            bail!("the report names checkout {:?}, not {}", report.xen_tree, checkout.path.display());
+        }
+        report.xen_tree = None;
+        let expected = snapshot::stored(&base.name, &snapshot::name(&report))?;
+        snapshot::same(&report, &expected, "the patched build's snapshot")?;
+        if paths::listing(&top)? != before {
+            bail!("building {} wrote into it", top.display());
+        }
+        Ok(())
+    })();
+    remove(&work)?;
+    remove(&work.with_file_name(format!("own-{}.state", checkout.id())))?;
+    outcome
+}
+
+fn remove(path: &Path) -> Result<()> {
+    if path.exists() {
+        std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
