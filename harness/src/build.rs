@@ -160,12 +160,11 @@ pub fn toolchain() -> Result<&'static str> {
 /// The content key of a build: the base's tree, what goes on top of it,
 /// the build configuration, our FLASK modules, the host's toolchain and the
 /// harness code that drives the build.
-fn key(source_tree: &str, change: &str, flavor: Flavor) -> Result<String> {
+fn key(source_tree: &str, change: &str) -> Result<String> {
     let config = std::fs::read(config_path()).with_context(|| format!("cannot read {}", config_path().display()))?;
     let mut k = paths::KeyBuilder::default();
     k.add("xen tree", source_tree)
         .add("change", change)
-        .add("flavor", flavor.name())
         .add("build.yaml", config)
         .add("toolchain", toolchain()?)
         .add("build.rs", include_str!("build.rs"))
@@ -199,13 +198,13 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
 
     let key = match &change {
-        Change::Patches(patches) => key(&source.tree, &patches_id(patches)?, flavor)?,
+        Change::Patches(patches) => key(&source.tree, &patches_id(patches)?)?,
         Change::Checkout(c) => {
             let manifest = state.join("manifest");
             let written = c.sync(&tree, &manifest)?;
             eprintln!("build: {}: {written} file(s) copied from {} into {}", source.base, c.path.display(), tree.display());
             let id = Checkout::tree_id(&tree, &manifest)?;
-            key(&id, "checkout as it stands", flavor)?
+            key(&id, "checkout as it stands")?
         }
     };
     let dir = paths::cache()?.join("artifacts").join(&key);

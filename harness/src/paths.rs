@@ -54,16 +54,20 @@ pub fn output() -> PathBuf {
     repo().join("target/numa-harness")
 }
 
+/// A suffix no other writer in this process or another one uses: the
+/// process ID and a counter, as boots run on several threads.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Writes `contents` to `path` through a temporary file and a rename, so
 /// that an interrupted run never leaves a half-written file behind.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), unique()));
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
@@ -74,11 +78,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 pub fn staging_dir(dest: &Path) -> Result<PathBuf> {
     let parent = dest.parent().context("path has no parent")?;
     std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.partial-{}",
-        dest.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = parent.join(format!(".{}.partial-{}", dest.file_name().unwrap().to_string_lossy(), unique()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
     }

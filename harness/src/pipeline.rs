@@ -95,6 +95,7 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
             let mut passed = 0;
             let mut booter = None;
             let bases = bases(t.base.as_deref())?;
+            let jobs = boot_jobs()?;
             for base in &bases {
                 let work = Work::new(&sh, base.clone(), t.xen_sources.as_deref(), None)?;
                 eprintln!("test: the patch series of base {} (cargo xtask check-series --base {})", base.name, base.name);
@@ -103,7 +104,7 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
                     Some(b) => b,
                     None => booter.insert(Booter::new(&sh)?),
                 };
-                let (p, f) = boot_tests(&work, booter, t.timeout_scale)?;
+                let (p, f) = boot_tests(&work, booter, jobs, t.timeout_scale)?;
                 passed += p;
                 failed.extend(f);
             }
@@ -167,7 +168,7 @@ impl<'a> Work<'a> {
 /// What boots need beyond a build: dom0's kernel and busybox, the machine
 /// every boot shares and the accelerator.
 pub struct Booter {
-    dom0: Dom0Packages,
+    pub dom0: Dom0Packages,
     machine: Machine,
     accel: (Accel, String),
 }
@@ -315,37 +316,110 @@ fn unit_tests(sh: &Shell) -> Result<()> {
 }
 
 /// Every scenario on every topology on both builds of one base, each report
-/// compared with its snapshot. Returns how many passed and the names of
-/// those that failed.
-fn boot_tests(work: &Work, booter: &Booter, scale: Option<f64>) -> Result<(usize, Vec<String>)> {
+/// compared with its snapshot, `jobs` boots at a time. Prints one line per
+/// boot in a stable order; returns how many passed and the names of those
+/// that failed.
+fn boot_tests(work: &Work, booter: &Booter, jobs: usize, scale: Option<f64>) -> Result<(usize, Vec<String>)> {
     let builds = Flavor::ALL.iter().map(|&f| work.build(f)).collect::<Result<Vec<_>>>()?;
-    let mut passed = 0;
-    let mut failed = Vec::new();
+    for a in &builds {
+        // Made once here rather than by the first boots at the same time.
+        image::write_base(&booter.dom0, a)?;
+    }
+    let mut plan = Vec::new();
     for tpath in yaml_files(&paths::images_dir().join("topologies"))? {
         let topology = Topology::load(&tpath)?;
         for spath in yaml_files(&paths::images_dir().join("scenarios"))? {
             let scenario = Scenario::load(&spath, &topology)?;
-            let here: Vec<Artifacts> = builds.iter().filter(|a| scenario.runs_on(a.flavor)).cloned().collect();
-            let mut reports = booter.reports(&here, &topology, &scenario, scale);
-            if scenario.patched_matches_baseline {
-                reports = same_as_baseline(reports);
-            }
-            for (flavor, report) in reports {
-                let name = format!("{}/{}/{}/{}", work.base.name, topology.name, scenario.name, flavor);
-                match report.and_then(|r| snapshot::check(&r)) {
-                    Ok(()) => {
-                        println!("test {name} ... ok");
-                        passed += 1;
-                    }
-                    Err(e) => {
-                        println!("test {name} ... FAILED\n{e:#}");
-                        failed.push(name);
-                    }
+            plan.push((topology.clone(), scenario));
+        }
+    }
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let base = &work.base.name;
+    in_parallel(jobs, plan.len(), |i| {
+        let (topology, scenario) = &plan[i];
+        let here: Vec<Artifacts> = builds.iter().filter(|a| scenario.runs_on(a.flavor)).cloned().collect();
+        let mut reports = booter.reports(&here, topology, scenario, scale);
+        if scenario.patched_matches_baseline {
+            reports = same_as_baseline(reports);
+        }
+        reports
+            .into_iter()
+            .map(|(flavor, report)| {
+                let name = format!("{base}/{}/{}/{flavor}", topology.name, scenario.name);
+                (name, report.and_then(|r| snapshot::check(&r)))
+            })
+            .collect::<Vec<_>>()
+    }, |outcomes| {
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(()) => {
+                    println!("test {name} ... ok");
+                    passed += 1;
+                }
+                Err(e) => {
+                    println!("test {name} ... FAILED\n{e:#}");
+                    failed.push(name);
                 }
             }
         }
-    }
+    });
     Ok((passed, failed))
+}
+
+/// Runs `work(0..count)` on up to `jobs` threads and hands each result to
+/// `done` in index order, as soon as it and every one before it are in.
+pub fn in_parallel<T: Send>(jobs: usize, count: usize, work: impl Fn(usize) -> T + Sync, mut done: impl FnMut(T)) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, count.max(1)) {
+            let tx = tx.clone();
+            let (next, work) = (&next, &work);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || tx.send((i, work(i))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut want = 0;
+        for (i, result) in rx {
+            pending.insert(i, result);
+            while let Some(result) = pending.remove(&want) {
+                done(result);
+                want += 1;
+            }
+        }
+    });
+}
+
+/// How many boots run at once: `NUMA_HARNESS_JOBS`, else one per CPU, as
+/// many as the machine's memory holds with the largest topology's guest
+/// memory each (QEMU reserves it) and a quarter of the memory to spare.
+pub fn boot_jobs() -> Result<usize> {
+    if let Ok(v) = std::env::var("NUMA_HARNESS_JOBS") {
+        return v.parse::<usize>().ok().filter(|&n| n > 0).with_context(|| format!("NUMA_HARNESS_JOBS={v:?} is not a positive number"));
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let largest = yaml_files(&paths::images_dir().join("topologies"))?
+        .iter()
+        .map(|p| Topology::load(p).map(|t| t.total_memory_mib()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(1024);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available_mib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(u64::MAX, |kib| kib / 1024);
+    let by_memory = (available_mib * 3 / 4 / largest.max(1)).max(1) as usize;
+    Ok(cpus.min(by_memory))
 }
 
 /// Turns the patched report into an error where it differs from the
