@@ -255,6 +255,7 @@ pub fn tarball_tree(sh: &Shell, tarball: &Path, directory: &str) -> Result<Strin
 /// the first commit of a new git repository (every file, ignored or not);
 /// returns that directory.
 pub fn import(sh: &Shell, tarball: &Path, directory: &str, into: &Path, message: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(into).with_context(|| format!("creating {}", into.display()))?;
     cmd!(sh, "tar -xf {tarball} -C {into}").quiet().run().with_context(|| format!("unpacking {}", tarball.display()))?;
     let top = into.join(directory);
     if !top.is_dir() {

@@ -260,7 +260,7 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
             d.node_affinity = Some((nodes.to_string(), mode.to_string()));
         } else if let (true, Some(rest)) = (in_domains, line.trim_start().strip_prefix("Objects d")) {
             // "    Objects d1: domain:0 shared_info:?", "    Objects d1v0: vcpu:1 ...",
-            // "    Objects d1v16-d1v31: not listed"
+            // "    Objects d1v16-d1v31: not listed" (or "d1v16-31")
             let (owner, list) = rest.split_once(": ").ok_or_else(bad)?;
             let d = dump.domains.last_mut().ok_or_else(bad)?;
             let (dom, vcpus) = owner.split_once('v').map_or((owner, None), |(d, v)| (d, Some(v)));
@@ -268,9 +268,10 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
                 bail!("`u` debug key line {line:?} is about another domain than d{}", d.id);
             }
             if list == "not listed" {
-                // "16-d1v31": the vCPU IDs left out.
+                // "16-d1v31" or "16-31": the vCPU IDs left out.
                 let (first, last) = vcpus.and_then(|v| v.split_once('-')).ok_or_else(bad)?;
-                let last = last.strip_prefix(&format!("d{}v", d.id)).ok_or_else(bad)?;
+                let prefix = format!("d{}v", d.id);
+                let last = last.strip_prefix(&prefix).unwrap_or(last);
                 let (first, last): (u32, u32) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
                 d.vcpus_not_listed = Some((first, last));
                 continue;
