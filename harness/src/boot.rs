@@ -129,7 +129,7 @@ impl Boot<'_> {
             Accel::Kvm => ("kvm", "host"),
             // SVM lets Xen build PVH and HVM guests; RDRAND spares
             // xenstored minutes of waiting for the entropy pool.
-            Accel::Tcg => ("tcg,thread=multi", "qemu64,+svm,+rdrand"),
+            Accel::Tcg => ("tcg,thread=multi", "qemu64,+svm,+npt,+rdrand"),
         };
         let chardev = if self.interactive {
             format!("stdio,id=con,mux=on,signal=off,logfile={}", self.console_log().display())
