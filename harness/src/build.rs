@@ -103,16 +103,23 @@ fn config_path() -> PathBuf {
     paths::xen_dir().join("build.yaml")
 }
 
-/// Our FLASK policy modules (`*.te`), sorted, with their contents.
-fn flask_modules() -> Result<Vec<(String, Vec<u8>)>> {
-    let dir = paths::images_dir().join("flask");
+/// Our FLASK policy modules for a base, sorted, with their contents: the
+/// `*.te` files in `qemu-images/flask/` and in its subdirectory named after
+/// the base (for rules only that base's policy language knows).
+fn flask_modules(base: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let common = paths::images_dir().join("flask");
     let mut modules = Vec::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "te") {
-            let name = crate::config::stem(&path)?;
-            let body = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            modules.push((name, body));
+    for dir in [common.clone(), common.join(base)] {
+        if !dir.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "te") {
+                let name = crate::config::stem(&path)?;
+                let body = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                modules.push((name, body));
+            }
         }
     }
     modules.sort();
@@ -160,7 +167,7 @@ pub fn toolchain() -> Result<&'static str> {
 /// The content key of a build: the base's tree, what goes on top of it,
 /// the build configuration, our FLASK modules, the host's toolchain and the
 /// harness code that drives the build.
-fn key(source_tree: &str, change: &str) -> Result<String> {
+fn key(base: &str, source_tree: &str, change: &str) -> Result<String> {
     let config = std::fs::read(config_path()).with_context(|| format!("cannot read {}", config_path().display()))?;
     let mut k = paths::KeyBuilder::default();
     k.add("xen tree", source_tree)
@@ -169,7 +176,7 @@ fn key(source_tree: &str, change: &str) -> Result<String> {
         .add("toolchain", toolchain()?)
         .add("build.rs", include_str!("build.rs"))
         .add("checkout.rs", include_str!("checkout.rs"));
-    for (name, body) in flask_modules()? {
+    for (name, body) in flask_modules(base)? {
         k.add("flask module", name).add("body", body);
     }
     Ok(k.finish())
@@ -198,13 +205,13 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
 
     let key = match &change {
-        Change::Patches(patches) => key(&source.tree, &patches_id(patches)?)?,
+        Change::Patches(patches) => key(&source.base, &source.tree, &patches_id(patches)?)?,
         Change::Checkout(c) => {
             let manifest = state.join("manifest");
             let written = c.sync(&tree, &manifest)?;
             eprintln!("build: {}: {written} file(s) copied from {} into {}", source.base, c.path.display(), tree.display());
             let id = Checkout::tree_id(&tree, &manifest)?;
-            key(&id, "checkout as it stands")?
+            key(&source.base, &id, "checkout as it stands")?
         }
     };
     let dir = paths::cache()?.join("artifacts").join(&key);
@@ -233,7 +240,7 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
     let destdir = format!("DESTDIR={}", stage.join("tools").display());
     make("install-tools", &["install-tools", &destdir])?;
 
-    build_xsm_policy(&tree, &state, &stage.join("xenpolicy"))?;
+    build_xsm_policy(&source.base, &tree, &state, &stage.join("xenpolicy"))?;
 
     for f in ["xen", "xen-syms"] {
         std::fs::copy(tree.join("xen").join(f), stage.join(f))
@@ -346,7 +353,7 @@ fn kconfig_not_applied(wanted: &[String], dot_config: &str) -> Vec<String> {
 /// Builds the FLASK policy with Xen's own policy makefile, from the tree's
 /// example modules plus ours (`qemu-images/flask/*.te`, enabled in a copy
 /// of `modules.conf`): the tree itself is left as patched.
-fn build_xsm_policy(tree: &Path, logs: &Path, out: &Path) -> Result<()> {
+fn build_xsm_policy(base: &str, tree: &Path, logs: &Path, out: &Path) -> Result<()> {
     let policy = tree.join("tools/flask/policy");
     let modules = logs.join("flask-modules");
     let build_dir = logs.join("flask-build");
@@ -362,7 +369,7 @@ fn build_xsm_policy(tree: &Path, logs: &Path, out: &Path) -> Result<()> {
     }
     let mut conf = std::fs::read_to_string(modules.join("modules.conf"))?;
     conf.push_str("\n# Added by the NUMA harness from qemu-images/flask/.\n");
-    for (name, body) in flask_modules()? {
+    for (name, body) in flask_modules(base)? {
         std::fs::write(modules.join(format!("{name}.te")), body)?;
         conf.push_str(&format!("{name} = on\n"));
     }
