@@ -32,8 +32,8 @@ use crate::report::Report;
 pub fn normalized(report: &Report) -> Result<Value> {
     let mut value = yaml_serde::to_value(report).context("serialising the report")?;
     let map = value.as_mapping_mut().context("a report serialises to a mapping")?;
-    map.remove("dom0_kernel");
-    map.remove("busybox");
+    map.shift_remove("dom0_kernel");
+    map.shift_remove("busybox");
     if let Some(nodes) = map.get_mut("nodes").and_then(Value::as_sequence_mut) {
         for node in nodes {
             if let Some(free) = node.get_mut("free_mib") {
