@@ -411,6 +411,10 @@ mod tests {
             [o(None, "domain", "1"), o(None, "shared_info", "1"), o(None, "evtchn", "?"), o(Some(0), "vcpu", "1"), o(Some(0), "sched_unit", "0"), o(Some(0), "vmcb", "1")]
         );
         assert_eq!(d.vcpus_not_listed, Some((16, 19)));
+        // master prints the range's end without repeating the domain.
+        let mut short = lines.clone();
+        short[10] = "(XEN)     Objects d1v16-19: not listed".into();
+        assert_eq!(debug_key_u(&short).unwrap().domains[0].vcpus_not_listed, Some((16, 19)));
         let mut wrong = lines.clone();
         wrong[8] = "(XEN)     Objects d2: domain:1".into();
         assert!(debug_key_u(&wrong).unwrap_err().to_string().contains("is about another domain than d1"));
