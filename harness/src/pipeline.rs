@@ -1,6 +1,6 @@
 //! The jobs behind each subcommand, composed from the stages.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -289,10 +289,17 @@ fn main_job(work: &Work, booter: &Booter, topology: &Topology, scenario: &Scenar
         .filter(|&&f| scenario.runs_on(f))
         .map(|&f| work.build(f))
         .collect::<Result<Vec<_>>>()?;
-    let mut reports = Vec::new();
-    for (_, r) in booter.reports(&builds, topology, scenario, scale) {
-        reports.push(r?);
+    let distinct = builds.iter().map(|a| &a.key).collect::<BTreeSet<_>>().len() == builds.len();
+    let mut results = Vec::new();
+    if distinct {
+        // Two different Xens: boot them side by side, as the tests do.
+        in_parallel(boot_jobs()?, builds.len(), |i| booter.report(&builds[i], topology, scenario, scale), |r| {
+            results.push(r)
+        });
+    } else {
+        results.extend(booter.reports(&builds, topology, scenario, scale).into_iter().map(|(_, r)| r));
     }
+    let reports = results.into_iter().collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Report> = reports.iter().collect();
     print!("{}", report::table(&refs));
     let path = paths::output().join("report.yaml");
