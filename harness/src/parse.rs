@@ -382,6 +382,44 @@ mod tests {
         );
     }
 
+    /// A real console log: patched master on the two-socket-server
+    /// topology (node 1 wholly above 4 GiB), node1-from-node0 scenario.
+    const MASTER_ABOVE_4G: &str = include_str!("../tests/fixtures/two-socket-server-node1-from-node0-master.console.log");
+
+    #[test]
+    fn instrument_from_real_master_console() {
+        let info = xl_info(&section(MASTER_ABOVE_4G, "xl-info")).unwrap();
+        assert_eq!(info.xen_version, "4.23-unstable");
+        let dump = debug_key_u(&section(MASTER_ABOVE_4G, "debug-key-u")).unwrap();
+        assert_eq!(dump.free_pages, [(0, 419110), (1, 149918)]);
+        assert_eq!(dump.cpu_nodes, [(0, 0), (1, 0), (2, 1), (3, 1)]);
+        let ids: Vec<u32> = dump.domains.iter().map(|d| d.id).collect();
+        assert_eq!(ids, [0, 1, 2]);
+        let pvh = &dump.domains[2];
+        assert_eq!((pvh.total_pages, pvh.pages.as_slice()), (38415, &[(0, 0), (1, 38415)][..]));
+        assert_eq!(pvh.node_affinity, Some(("1".into(), "explicit".into())));
+        let objects: Vec<(Option<u32>, &str, &str)> =
+            pvh.objects.iter().map(|(v, name, node)| (*v, name.as_str(), node.as_str())).collect();
+        assert_eq!(
+            objects,
+            [
+                (None, "domain", "1"),
+                (None, "shared_info", "1"),
+                (None, "evtchn", "1"),
+                (None, "grant_table", "1"),
+                (None, "gnttab_shared", "1"),
+                (Some(0), "vcpu", "1"),
+                (Some(0), "sched_unit", "1"),
+                (Some(0), "fpu", "1"),
+                (Some(0), "vmcb", "1"),
+                (Some(0), "msr_bitmap", "1"),
+                (Some(0), "vlapic", "1"),
+            ]
+        );
+        assert_eq!(dump.domains[0].node_affinity, Some(("0".into(), "auto".into())));
+        assert_eq!(pvh.vcpus_not_listed, None);
+    }
+
     /// The series' instrument, as docs/misc/numa-debug-key.pandoc gives
     /// it, after master's `%pd` domain headings.
     #[test]
