@@ -35,11 +35,7 @@ use crate::report::Report;
 ///   twice swapped a vCPU's `fpu` and `sched_unit` between nodes 0 and 1.
 ///   Their node is compared only where the series gives one.
 pub fn normalized(report: &Report) -> Result<Value> {
-    normalized_value(yaml_serde::to_value(report).context("serialising the report")?)
-}
-
-fn normalized_value(mut value: Value) -> Result<Value> {
-    let build = value.get("build").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut value = yaml_serde::to_value(report).context("serialising the report")?;
     let map = value.as_mapping_mut().context("a report serialises to a mapping")?;
     map.shift_remove("dom0_kernel");
     map.shift_remove("busybox");
@@ -51,7 +47,7 @@ fn normalized_value(mut value: Value) -> Result<Value> {
         }
     }
     redact_dom0_pages(&mut value);
-    redact_pool_objects(&mut value, &build);
+    redact_pool_objects(&mut value, &report.build);
     Ok(value)
 }
 
@@ -59,7 +55,7 @@ fn normalized_value(mut value: Value) -> Result<Value> {
 /// xvmalloc(): the scheduling unit, the FPU (XSAVE) state and struct
 /// grant_table. The series allocates them as whole pages on the domain's
 /// node, but only for a domain created with an explicit node affinity.
-pub const POOL_OBJECTS: &[&str] = &["sched_unit", "fpu", "grant_table"];
+const POOL_OBJECTS: &[&str] = &["sched_unit", "fpu", "grant_table"];
 
 /// Replaces the node of [`POOL_OBJECTS`] by `[xmalloc pool]` where it comes
 /// from the pool: on the baseline build, and for domains whose node
@@ -73,32 +69,20 @@ fn redact_pool_objects(report: &mut Value, build: &str) {
         if build != "baseline" && explicit {
             continue;
         }
-        let mut maps: Vec<&mut Value> = Vec::new();
-        let (vcpus, objects) = match domain.as_mapping_mut() {
-            Some(d) => {
-                let mut vcpus = None;
-                let mut objects = None;
-                for (k, v) in d.iter_mut() {
-                    match k.as_str() {
-                        Some("vcpus") => vcpus = Some(v),
-                        Some("objects") => objects = Some(v),
-                        _ => {}
-                    }
-                }
-                (vcpus, objects)
-            }
-            None => (None, None),
-        };
-        maps.extend(objects);
-        for vcpu in vcpus.and_then(Value::as_sequence_mut).into_iter().flatten() {
-            maps.extend(vcpu.get_mut("objects"));
+        if let Some(objects) = domain.get_mut("objects") {
+            redact_pool_nodes(objects);
         }
-        for map in maps.into_iter().filter_map(Value::as_mapping_mut) {
-            for (name, node) in map.iter_mut() {
-                if name.as_str().is_some_and(|n| POOL_OBJECTS.contains(&n)) {
-                    *node = "[xmalloc pool]".into();
-                }
-            }
+        let vcpus = domain.get_mut("vcpus").and_then(Value::as_sequence_mut);
+        for objects in vcpus.into_iter().flatten().filter_map(|v| v.get_mut("objects")) {
+            redact_pool_nodes(objects);
+        }
+    }
+}
+
+fn redact_pool_nodes(objects: &mut Value) {
+    for (name, node) in objects.as_mapping_mut().into_iter().flatten() {
+        if name.as_str().is_some_and(|n| POOL_OBJECTS.contains(&n)) {
+            *node = "[xmalloc pool]".into();
         }
     }
 }
