@@ -39,9 +39,18 @@ const PACKAGES: &[(&str, &[&str])] = &[
     ("boot", &["qemu-system-x86"]),
 ];
 
-/// Every package the harness needs.
+/// Packages the harness needs that go into no build: their versions are
+/// not part of any build's key (see `build::toolchain`).
+const OTHER_PACKAGES: &[(&str, &[&str])] = &[("lint the CI files (a Python virtual environment)", &["python3-venv"])];
+
+/// The packages that go into builds (headers, libraries, compilers): the
+/// build key holds their versions.
 pub fn packages() -> impl Iterator<Item = &'static str> {
     PACKAGES.iter().flat_map(|(_, pkgs)| pkgs.iter().copied())
+}
+
+fn every_package() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {
+    PACKAGES.iter().chain(OTHER_PACKAGES).copied()
 }
 
 fn installed(sh: &Shell, package: &str) -> bool {
@@ -68,11 +77,11 @@ pub fn ensure(sh: &Shell) -> Result<()> {
     if cmd!(sh, "dpkg-query --version").quiet().ignore_stdout().run().is_err() {
         bail!("this harness needs a Debian (12, bookworm) host: dpkg-query is not available");
     }
-    let missing: Vec<&str> = packages().filter(|p| !installed(sh, p)).collect();
+    let missing: Vec<&str> = every_package().flat_map(|(_, p)| p.iter().copied()).filter(|p| !installed(sh, p)).collect();
     if missing.is_empty() {
         return ccache_links(sh);
     }
-    for (stage, pkgs) in PACKAGES {
+    for (stage, pkgs) in every_package() {
         let here: Vec<&str> = pkgs.iter().copied().filter(|p| missing.contains(p)).collect();
         if !here.is_empty() {
             eprintln!("setup: missing to {stage}: {}", here.join(" "));
