@@ -80,6 +80,62 @@ pub fn detect_accel() -> Result<(Accel, String)> {
     }
 }
 
+/// Where one boot's files go: `target/numa-harness/runs/<base>/<build>/
+/// <topology>/<scenario>/`, with the console log, the boot's initramfs,
+/// QEMU's stderr and the report.
+#[derive(Debug, Clone)]
+pub struct RunDir(PathBuf);
+
+impl RunDir {
+    pub fn new(base: &str, build: &str, topology: &str, scenario: &str) -> RunDir {
+        RunDir(paths::output().join("runs").join(base).join(build).join(topology).join(scenario))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn console_log(&self) -> PathBuf {
+        self.0.join("console.log")
+    }
+
+    /// The console log of a first attempt that stalled.
+    pub fn stalled_log(&self) -> PathBuf {
+        self.0.join("console.stalled.log")
+    }
+
+    pub fn initrd(&self) -> PathBuf {
+        self.0.join("dom0.cpio")
+    }
+
+    pub fn qemu_stderr(&self) -> PathBuf {
+        self.0.join("qemu-stderr.log")
+    }
+
+    pub fn report(&self) -> PathBuf {
+        self.0.join("report.yaml")
+    }
+
+    /// Holds the directory for this process until the guard is dropped:
+    /// two runs sharing a checkout never boot into the same directory at
+    /// once (the second waits, and says so).
+    pub fn lock(&self) -> Result<crate::lock::Guard> {
+        std::fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
+        crate::lock::exclusive(&self.0.join(".lock"), "boot directory")
+    }
+}
+
+/// How a boot that got its result block went.
+#[derive(Debug)]
+pub enum Attempt {
+    /// At the first try.
+    First(String),
+    /// dom0 stalled the first time (seen now and then under TCG, on
+    /// unpatched Xen too); the second try got through. The first console
+    /// log is kept.
+    AfterStall { text: String, stall: String, stalled_log: PathBuf },
+}
+
 /// Everything one boot needs.
 pub struct Boot<'a> {
     pub topology: &'a Topology,
@@ -90,28 +146,33 @@ pub struct Boot<'a> {
     pub xsm_policy: PathBuf,
     pub kernel: PathBuf,
     pub base_image: PathBuf,
-    /// Where the console log, the boot's initramfs and its report go.
-    pub run_dir: PathBuf,
+    pub run_dir: RunDir,
     pub accel: Accel,
     pub interactive: bool,
 }
 
 impl Boot<'_> {
-    pub fn console_log(&self) -> PathBuf {
-        self.run_dir.join("console.log")
+    fn console_log(&self) -> PathBuf {
+        self.run_dir.console_log()
     }
 
     fn initrd(&self) -> PathBuf {
-        self.run_dir.join("dom0.cpio")
+        self.run_dir.initrd()
     }
 
     /// Writes the boot's initramfs (base image + scenario).
     pub fn prepare(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.run_dir)?;
+        let dir = self.run_dir.path();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut bytes = std::fs::read(&self.base_image)
             .with_context(|| format!("reading {}", self.base_image.display()))?;
         image::scenario(self.scenario).write(&mut bytes)?;
         paths::write_atomic(&self.initrd(), &bytes)
+    }
+
+    /// The QEMU command line as one shell-quoted line.
+    pub fn shell_command(&self) -> String {
+        shell_words(&self.command())
     }
 
     /// The QEMU command line (program first).
@@ -198,10 +259,41 @@ impl Boot<'_> {
     pub fn run(&self, timeouts: &Timeouts) -> Result<String, BootError> {
         self.prepare().map_err(BootError::Setup)?;
         let cmd = self.command();
-        let stderr = self.run_dir.join("qemu-stderr.log");
+        let stderr = self.run_dir.qemu_stderr();
         let expr = duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr);
-        watch(expr, timeouts, &self.console_log(), &stderr)
+        watch(crate::process::supervised(expr), timeouts, &self.console_log(), &stderr)
     }
+
+    /// [`Boot::run`], once more if dom0 stalled the first time.
+    pub fn run_retrying_stall(&self, timeouts: &Timeouts) -> Result<Attempt, BootError> {
+        match self.run(timeouts) {
+            Ok(text) => Ok(Attempt::First(text)),
+            Err(BootError::Dom0Died { line, log }) if line.contains("stall") || line.contains("soft lockup") => {
+                let stalled_log = self.run_dir.stalled_log();
+                std::fs::rename(&log, &stalled_log)
+                    .with_context(|| format!("renaming {} to {}", log.display(), stalled_log.display()))
+                    .map_err(BootError::Setup)?;
+                eprintln!("boot: dom0 stalled ({line}); booting once more (first console: {})", stalled_log.display());
+                let text = self.run(timeouts)?;
+                Ok(Attempt::AfterStall { text, stall: line, stalled_log })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Arguments as one line a POSIX shell splits back into them.
+pub fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How a boot failed. Each names the console log to read.
@@ -215,8 +307,12 @@ pub enum BootError {
     XenPanic { message: Vec<String>, log: PathBuf },
     /// dom0's kernel panicked, Xen saw dom0 crash, or dom0's init gave up.
     Dom0Died { line: String, log: PathBuf },
-    /// Nothing decisive before the stage's timeout.
+    /// Nothing decisive before the stage's timeout (power-off included:
+    /// a machine that does not stop after its result block is an error).
     Timeout { stage: &'static str, after: Duration, log: PathBuf },
+    /// After the result block, dom0 could not destroy the domains it
+    /// created, or did not say it had.
+    Teardown { line: String, log: PathBuf },
 }
 
 impl fmt::Display for BootError {
@@ -238,6 +334,9 @@ impl fmt::Display for BootError {
             ),
             BootError::Dom0Died { line, log } => {
                 write!(f, "dom0 died before its result block: {line}\nconsole log: {}", log.display())
+            }
+            BootError::Teardown { line, log } => {
+                write!(f, "the scenario's domains were not all destroyed after the result block: {line}\nconsole log: {}", log.display())
             }
             BootError::Timeout { stage, after, log } => write!(
                 f,
@@ -313,10 +412,13 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
     };
 
     let start = Instant::now();
+    let mut timeline = Timeline::default();
     let log_path = log.to_path_buf();
     let mut text = String::new();
     let mut stage = Stage::Starting;
     let mut done_at = None;
+    let mut in_block = false;
+    let mut torn_down = false;
     // After a panic, keep reading briefly for its message, then stop.
     let mut dying: Option<(Instant, BootError)> = None;
 
@@ -337,6 +439,9 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 let _ = writeln!(file, "{line}");
                 text.push_str(&line);
                 text.push('\n');
+                if let Some(milestone) = Milestone::of(&line) {
+                    timeline.reach(milestone, start.elapsed());
+                }
                 if let Some((_, err)) = &mut dying {
                     if let BootError::XenPanic { message, .. } = err {
                         let body = line.trim_start_matches("(XEN) ").trim();
@@ -346,18 +451,34 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                     }
                     continue;
                 }
-                match console::event(&line) {
+                // What the scenario's steps printed is theirs: a check may
+                // well print "Kernel panic" without anything dying.
+                let event = if in_block && console::is_block_line(&line) { None } else { console::event(&line) };
+                match event {
                     Some(Event::XenStarted) if stage < Stage::Xen => stage = Stage::Xen,
                     Some(Event::Dom0Init) if stage < Stage::Dom0 => stage = Stage::Dom0,
+                    Some(Event::ResultBegin) => in_block = true,
                     Some(Event::ResultEnd) => {
+                        in_block = false;
                         stage = Stage::Done;
                         done_at = Some(Instant::now());
+                    }
+                    Some(Event::Teardown { failed: 0 }) if stage == Stage::Done => torn_down = true,
+                    Some(Event::Teardown { .. }) if stage == Stage::Done => {
+                        let err = BootError::Teardown { line: line.trim().to_string(), log: log_path.clone() };
+                        dying = Some((Instant::now() + Duration::from_secs(1), err));
                     }
                     Some(Event::XenPanic) => {
                         let err = BootError::XenPanic { message: Vec::new(), log: log_path.clone() };
                         dying = Some((Instant::now() + Duration::from_secs(2), err));
                     }
-                    Some(Event::Dom0Died(what)) if stage < Stage::Done => {
+                    // dom0 shutting down is its power-off after the block,
+                    // a death before it; a crash is a death at any time.
+                    Some(Event::Dom0Stopped(what)) if stage < Stage::Done => {
+                        let err = BootError::Dom0Died { line: what, log: log_path.clone() };
+                        dying = Some((Instant::now() + Duration::from_secs(1), err));
+                    }
+                    Some(Event::Dom0Died(what)) => {
                         let err = BootError::Dom0Died { line: what, log: log_path.clone() };
                         dying = Some((Instant::now() + Duration::from_secs(1), err));
                     }
@@ -369,8 +490,14 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 if let Some((_, err)) = dying {
                     break Err(err);
                 }
-                if stage == Stage::Done {
+                if stage == Stage::Done && torn_down {
                     break Ok(());
+                }
+                if stage == Stage::Done {
+                    break Err(BootError::Teardown {
+                        line: "dom0 powered off without reporting that it destroyed its domains".into(),
+                        log: log_path.clone(),
+                    });
                 }
                 let stage_text = match stage {
                     Stage::Starting => "before Xen printed its banner",
@@ -388,10 +515,6 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 if let Some((_, err)) = dying {
                     break Err(err);
                 }
-                if stage == Stage::Done {
-                    eprintln!("boot: the machine did not power off after the result block; stopping QEMU");
-                    break Ok(());
-                }
                 break Err(BootError::Timeout {
                     stage: stage.waiting_for(),
                     after: start.elapsed(),
@@ -406,7 +529,145 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
     let _ = handle.kill();
     drop(rx);
     drop(reader);
+    timeline.reach(Milestone::Stopped, start.elapsed());
+    let _ = std::fs::write(log.with_file_name(TIMELINE), timeline.to_string());
     result.map(|()| text)
+}
+
+/// The file beside the console log with the boot's [`Timeline`].
+pub const TIMELINE: &str = "timeline.txt";
+
+/// Points of a boot seen on the console, in the order they come: where a
+/// boot's time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Milestone {
+    /// Xen's banner.
+    XenStarted,
+    /// Xen hands the console to dom0: Xen's own boot is over.
+    XenBooted,
+    /// dom0's kernel started the harness's init.
+    Dom0Init,
+    /// xenstored, xen-init-dom0 and xenconsoled are up.
+    DaemonsStarted,
+    /// The scenario's steps are done.
+    ScenarioDone,
+    /// The result block was printed.
+    ResultEnd,
+    /// The scenario's domains are destroyed.
+    TornDown,
+    /// QEMU is gone.
+    Stopped,
+}
+
+impl Milestone {
+    pub const ALL: [Milestone; 8] = [
+        Milestone::XenStarted,
+        Milestone::XenBooted,
+        Milestone::Dom0Init,
+        Milestone::DaemonsStarted,
+        Milestone::ScenarioDone,
+        Milestone::ResultEnd,
+        Milestone::TornDown,
+        Milestone::Stopped,
+    ];
+
+    fn of(line: &str) -> Option<Milestone> {
+        let m = if line.contains("(XEN) Xen version ") {
+            Milestone::XenStarted
+        } else if line.contains("(XEN) *** Serial input to DOM0") {
+            Milestone::XenBooted
+        } else if line.contains("numa-harness: dom0 init started") {
+            Milestone::Dom0Init
+        } else if line.contains("numa-harness: xen daemons started") {
+            Milestone::DaemonsStarted
+        } else if line.contains("numa-harness: scenario done") {
+            Milestone::ScenarioDone
+        } else if line.starts_with("==== numa-harness result end: ") {
+            Milestone::ResultEnd
+        } else if line.contains("numa-harness: teardown: ") {
+            Milestone::TornDown
+        } else {
+            return None;
+        };
+        Some(m)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Milestone::XenStarted => "xen-started",
+            Milestone::XenBooted => "xen-booted",
+            Milestone::Dom0Init => "dom0-init",
+            Milestone::DaemonsStarted => "daemons-started",
+            Milestone::ScenarioDone => "scenario-done",
+            Milestone::ResultEnd => "result-printed",
+            Milestone::TornDown => "torn-down",
+            Milestone::Stopped => "stopped",
+        }
+    }
+}
+
+/// When each milestone was first reached, from QEMU's start.
+#[derive(Debug, Default, PartialEq)]
+pub struct Timeline(Vec<(Milestone, Duration)>);
+
+impl Timeline {
+    fn reach(&mut self, m: Milestone, at: Duration) {
+        if !self.0.iter().any(|(seen, _)| *seen == m) {
+            self.0.push((m, at));
+        }
+    }
+
+    pub fn get(&self, m: Milestone) -> Option<Duration> {
+        self.0.iter().find(|(seen, _)| *seen == m).map(|(_, at)| *at)
+    }
+
+    /// The time between consecutive milestones, named for what the boot
+    /// did in it; a phase whose ends were not both seen is left out.
+    pub fn phases(&self) -> Vec<(&'static str, Duration)> {
+        use Milestone::*;
+        let spans = [
+            ("QEMU and Xen loading", None, XenStarted),
+            ("Xen booting", Some(XenStarted), XenBooted),
+            ("dom0 kernel booting", Some(XenBooted), Dom0Init),
+            ("Xen daemons starting", Some(Dom0Init), DaemonsStarted),
+            ("scenario", Some(DaemonsStarted), ScenarioDone),
+            ("result block printed", Some(ScenarioDone), ResultEnd),
+            ("domains destroyed", Some(ResultEnd), TornDown),
+            ("power-off", Some(TornDown), Stopped),
+        ];
+        spans
+            .into_iter()
+            .filter_map(|(name, from, to)| {
+                let from = match from {
+                    Some(m) => self.get(m)?,
+                    None => Duration::ZERO,
+                };
+                Some((name, self.get(to)?.checked_sub(from)?))
+            })
+            .collect()
+    }
+
+    /// Reads what [`Timeline`]'s `Display` wrote.
+    pub fn parse(text: &str) -> Timeline {
+        let mut t = Timeline::default();
+        for line in text.lines() {
+            let Some((name, secs)) = line.split_once(' ') else { continue };
+            let Some(m) = Milestone::ALL.into_iter().find(|m| m.name() == name) else { continue };
+            if let Ok(secs) = secs.trim().parse::<f64>() {
+                t.reach(m, Duration::from_secs_f64(secs));
+            }
+        }
+        t
+    }
+}
+
+impl fmt::Display for Timeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (m, at) in &self.0 {
+            writeln!(f, "{} {:.1}", m.name(), at.as_secs_f64())?;
+        }
+        Ok(())
+    }
 }
 
 fn wait_exit(handle: &duct::ReaderHandle) -> String {
@@ -455,13 +716,69 @@ mod tests {
     const XEN: &str = "printf '(XEN) Xen version 4.17.5 (root@) debug=n\\r\\n'";
     const INIT: &str = "echo 'numa-harness: dom0 init started'";
     const BLOCK: &str = "echo '==== numa-harness result begin ===='; echo '### collect x rc=0 lines=1'; echo '|1| y'; \
-                         echo '==== numa-harness result end: 0 failed ===='";
+                         echo '==== numa-harness result end: 1 steps, 0 failed ===='";
+    const TEARDOWN: &str = "echo 'numa-harness: teardown: 1 destroyed, 0 failed'; \
+                            echo '(XEN) Hardware Dom0 shutdown: rebooting machine'";
 
     #[test]
     fn complete_boot() {
-        let (r, _) = run(&format!("{XEN}; {INIT}; {BLOCK}"), 10);
+        let (r, _) = run(&format!("{XEN}; {INIT}; {BLOCK}; {TEARDOWN}"), 10);
         let text = r.unwrap();
         assert_eq!(console::result_block(&text).unwrap()[0].output, ["y"]);
+    }
+
+    /// The milestones a boot passed, written beside its console log and
+    /// read back.
+    #[test]
+    fn timeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let script = format!("{XEN}; sleep 0.3; {INIT}; {BLOCK}; {TEARDOWN}");
+        watch(duct::cmd!("sh", "-c", script).stderr_path(&stderr), &timeouts(10), &dir.path().join("console.log"), &stderr)
+            .unwrap();
+        let t = Timeline::parse(&std::fs::read_to_string(dir.path().join(TIMELINE)).unwrap());
+        let at = |m| t.get(m).unwrap_or_else(|| panic!("{m:?} missing from {t}"));
+        assert!(at(Milestone::Dom0Init) >= at(Milestone::XenStarted) + Duration::from_millis(250), "{t}");
+        assert!(at(Milestone::ResultEnd) <= at(Milestone::TornDown) && at(Milestone::TornDown) <= at(Milestone::Stopped), "{t}");
+        assert_eq!(t.get(Milestone::DaemonsStarted), None, "{t}");
+        let phases: Vec<&str> = t.phases().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(phases, ["QEMU and Xen loading", "domains destroyed", "power-off"], "{t}");
+    }
+
+    /// A check's output that looks like a panic is the check's, not the
+    /// machine's.
+    #[test]
+    fn panic_words_inside_the_block_are_output() {
+        let block = "echo '==== numa-harness result begin ===='; echo '### check x rc=0 lines=2'; \
+                     echo '|1| Kernel panic - not syncing: quoted by a check'; echo '|2| (XEN) Panic on CPU 0:'; \
+                     echo '==== numa-harness result end: 1 steps, 0 failed ===='";
+        let (r, _) = run(&format!("{XEN}; {INIT}; {block}; {TEARDOWN}"), 10);
+        assert_eq!(console::result_block(&r.unwrap()).unwrap()[0].output[0], "Kernel panic - not syncing: quoted by a check");
+    }
+
+    #[test]
+    fn failed_teardown_is_an_error() {
+        let teardown = "echo 'numa-harness: teardown: 1 destroyed, 1 failed'; sleep 100";
+        let (r, took) = run(&format!("{XEN}; {INIT}; {BLOCK}; {teardown}"), 60);
+        let err = r.unwrap_err().to_string();
+        assert!(err.starts_with("the scenario's domains were not all destroyed after the result block: numa-harness: teardown: 1 destroyed, 1 failed"), "{err}");
+        assert!(took < Duration::from_secs(10));
+        let (r, _) = run(&format!("{XEN}; {INIT}; {BLOCK}"), 10);
+        assert!(r.unwrap_err().to_string().contains("dom0 powered off without reporting that it destroyed its domains"));
+    }
+
+    #[test]
+    fn dom0_dying_after_the_block_is_an_error() {
+        let (r, took) = run(&format!("{XEN}; {INIT}; {BLOCK}; echo '[ 9.0] Kernel panic - not syncing: oops'; sleep 100"), 60);
+        assert!(matches!(r, Err(BootError::Dom0Died { .. })));
+        assert!(took < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn no_power_off_is_an_error() {
+        let (r, _) = run(&format!("{XEN}; {INIT}; {BLOCK}; echo 'numa-harness: teardown: 1 destroyed, 0 failed'; sleep 100"), 1);
+        let err = r.unwrap_err().to_string();
+        assert!(err.starts_with("timed out after 1 s after the result block, waiting for power-off"), "{err}");
     }
 
     /// A guest killed before its result block is reported as such, at once.
@@ -502,6 +819,15 @@ mod tests {
         let (r, _) = run(&format!("{XEN}; sleep 100"), 1);
         let err = r.unwrap_err();
         assert!(err.to_string().starts_with("timed out after 1 s after Xen started, before dom0's init"), "{err}");
+    }
+
+    #[test]
+    fn shell_words_round_trip() {
+        let args: Vec<String> = ["qemu", "-append", "a b", "it's", "", "x=1,y"].iter().map(|s| s.to_string()).collect();
+        let line = shell_words(&args);
+        assert_eq!(line, "qemu -append 'a b' 'it'\\''s' '' x=1,y");
+        let back = duct::cmd!("sh", "-c", format!("for a in {line}; do printf '%s\\n' \"$a\"; done")).read().unwrap();
+        assert_eq!(back.lines().collect::<Vec<_>>(), ["qemu", "-append", "a b", "it's", "", "x=1,y"]);
     }
 
     #[test]

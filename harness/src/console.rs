@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 
 pub const RESULT_BEGIN: &str = "==== numa-harness result begin ====";
 const RESULT_END: &str = "==== numa-harness result end: ";
+const TEARDOWN: &str = "numa-harness: teardown: ";
 
 /// What a console line says about the boot's progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,14 +19,36 @@ pub enum Event {
     XenPanic,
     /// dom0 crashed or its init gave up, with the line that said so.
     Dom0Died(String),
+    /// dom0 shut down or halted: its power-off after the result block,
+    /// a death before it.
+    Dom0Stopped(String),
+    /// The result block begins.
+    ResultBegin,
     /// The result block is complete.
     ResultEnd,
+    /// After the block, init destroyed the scenario's domains; how many
+    /// `xl destroy` calls failed.
+    Teardown { failed: usize },
+}
+
+/// Whether a line is the result block's own (a step heading or an output
+/// line): what scenario steps printed, never a message about the boot.
+pub fn is_block_line(line: &str) -> bool {
+    line.starts_with("### ") || (line.starts_with('|') && line[1..].split_once('|').is_some_and(|(n, _)| n.parse::<usize>().is_ok()))
 }
 
 /// Classifies one console line (without its line ending).
 pub fn event(line: &str) -> Option<Event> {
     let line = line.trim_end();
-    if line.contains("(XEN) Xen version ") {
+    if line == RESULT_BEGIN {
+        Some(Event::ResultBegin)
+    } else if let Some(rest) = line.strip_prefix(TEARDOWN) {
+        let failed = rest.split(", ").nth(1).and_then(|f| f.strip_suffix(" failed")).and_then(|n| n.parse().ok());
+        // A line we cannot read counts as a failed teardown.
+        Some(Event::Teardown { failed: failed.unwrap_or(usize::MAX) })
+    } else if line.contains("(XEN) Hardware Dom0 halted") || line.contains("(XEN) Hardware Dom0 shutdown") {
+        Some(Event::Dom0Stopped(strip_prefix(line).to_string()))
+    } else if line.contains("(XEN) Xen version ") {
         Some(Event::XenStarted)
     } else if line.contains("numa-harness: dom0 init started") {
         Some(Event::Dom0Init)
@@ -33,8 +56,6 @@ pub fn event(line: &str) -> Option<Event> {
         Some(Event::XenPanic)
     } else if line.contains("Kernel panic - not syncing")
         || line.contains("(XEN) Hardware Dom0 crashed")
-        || line.contains("(XEN) Hardware Dom0 halted")
-        || line.contains("(XEN) Hardware Dom0 shutdown")
         || line.contains("numa-harness: init failed")
         || line.contains("rcu: INFO: rcu_preempt detected stalls")
         || line.contains("watchdog: BUG: soft lockup")
@@ -102,10 +123,12 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
             if let Some(p) = current.take() {
                 steps.push(p.finish()?);
             }
-            let failed: usize = rest
-                .trim_end_matches(" failed ====")
-                .parse()
-                .map_err(|_| anyhow::anyhow!("malformed result end line {line:?}"))?;
+            let malformed = || anyhow::anyhow!("malformed result end line {line:?} (want `<S> steps, <N> failed ====`)");
+            let (total, failed) = rest.strip_suffix(" failed ====").and_then(|r| r.split_once(" steps, ")).ok_or_else(malformed)?;
+            let (total, failed): (usize, usize) = (total.parse().map_err(|_| malformed())?, failed.parse().map_err(|_| malformed())?);
+            if total != steps.len() {
+                bail!("the result block says it has {total} steps, but holds {}: steps were lost", steps.len());
+            }
             let counted = steps.iter().filter(|s| s.rc != 0).count();
             if failed != counted {
                 bail!("the result block says {failed} steps failed, but holds {counted} failed steps: lines were lost");
@@ -169,6 +192,14 @@ mod tests {
         // A stalled dom0 never gets to its result block: stop at once.
         assert!(matches!(event("[   32.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"), Some(Event::Dom0Died(_))));
         assert_eq!(event("(XEN) d1v0 some message"), None);
+        assert_eq!(event("numa-harness: teardown: 2 destroyed, 0 failed"), Some(Event::Teardown { failed: 0 }));
+        assert_eq!(event("numa-harness: teardown: 1 destroyed, 1 failed"), Some(Event::Teardown { failed: 1 }));
+        assert_eq!(event("numa-harness: teardown: garbled"), Some(Event::Teardown { failed: usize::MAX }));
+        assert!(matches!(event("(XEN) Hardware Dom0 shutdown: rebooting machine"), Some(Event::Dom0Stopped(_))));
+        assert!(is_block_line("|12| Kernel panic - not syncing: printed by a check"));
+        assert!(is_block_line("### check x rc=0 lines=1"));
+        assert!(!is_block_line("|x| not numbered"));
+        assert!(!is_block_line("[ 3.1] Kernel panic - not syncing: VFS"));
     }
 
     #[test]
@@ -176,7 +207,7 @@ mod tests {
         let console = "boot noise\r\n==== numa-harness result begin ====\r\n### create a rc=0 lines=0\r\n\
             ### collect xl-list rc=0 lines=3\r\n|1| Name ID\r\n(XEN) interleaved\r\n|1| Name ID\r\n|2| Domain-0 0\r\n|3| \r\n\
             ### collect xl-info rc=1 lines=1\r\n### collect xl-info rc=1 lines=1\r\n|1| oops\r\n\
-            ==== numa-harness result end: 1 failed ====\r\n";
+            ==== numa-harness result end: 3 steps, 1 failed ====\r\n";
         let steps = result_block(console).unwrap();
         assert_eq!(steps.len(), 3);
         assert_eq!(steps[1].output, ["Name ID", "Domain-0 0", ""]);
@@ -186,7 +217,7 @@ mod tests {
 
     #[test]
     fn lost_and_garbled_lines() {
-        let block = |body: &str| format!("{RESULT_BEGIN}\n{body}\n==== numa-harness result end: 0 failed ====\n");
+        let block = |body: &str| format!("{RESULT_BEGIN}\n{body}\n==== numa-harness result end: 1 steps, 0 failed ====\n");
         let err = result_block(&block("### collect x rc=0 lines=3\n|1| a\n|3| c")).unwrap_err();
         assert_eq!(err.to_string(), "the console lost line 2 of 3 of step `collect x`");
         let err = result_block(&block("### collect x rc=0 lines=1\n|1| a\n|1| b")).unwrap_err();
@@ -200,7 +231,11 @@ mod tests {
         assert!(result_block("no block\n").unwrap_err().to_string().contains("no result block"));
         let err = result_block("==== numa-harness result begin ====\n### create a rc=0 lines=0\n").unwrap_err();
         assert!(err.to_string().contains("not complete"), "{err}");
-        let err = result_block("==== numa-harness result begin ====\n### create a rc=0 lines=0\n==== numa-harness result end: 1 failed ====\n").unwrap_err();
+        let err = result_block("==== numa-harness result begin ====\n### create a rc=0 lines=0\n==== numa-harness result end: 1 steps, 1 failed ====\n").unwrap_err();
         assert!(err.to_string().contains("lines were lost"), "{err}");
+        let err = result_block("==== numa-harness result begin ====\n### create a rc=0 lines=0\n==== numa-harness result end: 2 steps, 0 failed ====\n").unwrap_err();
+        assert_eq!(err.to_string(), "the result block says it has 2 steps, but holds 1: steps were lost");
+        let err = result_block("==== numa-harness result begin ====\n==== numa-harness result end: 0 failed ====\n").unwrap_err();
+        assert!(err.to_string().starts_with("malformed result end line"), "{err}");
     }
 }

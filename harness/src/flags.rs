@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::patch::Flavor;
+use crate::test_plan::Shard;
+
 xflags::xflags! {
     /// Build Xen with and without the NUMA placement series, boot it under
     /// QEMU with emulated NUMA nodes and report where domains landed.
@@ -30,8 +33,8 @@ xflags::xflags! {
         /// Apply the base's series and build hypervisor and tools.
         cmd build {
             optional --base base: String
-            /// `baseline`, `patched` or `all` (default).
-            optional --build build: String
+            /// `baseline` or `patched` (default: both).
+            optional --build build: Flavor
             optional --xen-sources dir: PathBuf
             /// A Xen checkout to build as the patched side.
             optional --xen-tree dir: PathBuf
@@ -50,7 +53,7 @@ xflags::xflags! {
         cmd image {
             optional --base base: String
             /// `baseline` or `patched` (default).
-            optional --build build: String
+            optional --build build: Flavor
             optional --xen-sources dir: PathBuf
             optional --xen-tree dir: PathBuf
         }
@@ -59,7 +62,7 @@ xflags::xflags! {
         cmd boot {
             optional --base base: String
             /// `baseline` or `patched` (default).
-            optional --build build: String
+            optional --build build: Flavor
             /// Topology file (default: qemu-images/topologies/two-node.yaml).
             optional --topology topology: PathBuf
             /// Scenario file (default: qemu-images/scenarios/default.yaml).
@@ -88,12 +91,31 @@ xflags::xflags! {
             optional --xen-tree dir: PathBuf
         }
 
-        /// Run the harness's unit tests, then for every base (or `--base`)
-        /// its series check and every scenario on every topology on both
-        /// builds, comparing each report with its snapshot; then the ways
-        /// to get a source (upstream git, a contributor's checkout), built
-        /// and booted for real.
+        /// Run the tests: the harness's unit tests, the CI files' linters,
+        /// then for every base (or `--base`) its series check and every
+        /// scenario on every topology on both builds, each report compared
+        /// with its snapshot; then the ways to get a source (upstream git,
+        /// a contributor's checkout), built and booted for real.
+        ///
+        /// Tests are named like `master/two-node/default/patched`,
+        /// `master/series`, `master/source/own-tree`, `unit`, `lint`; with
+        /// filters, only the tests whose name contains one of them run
+        /// (`cargo xtask test two-node/default` or `test default`).
         cmd test {
+            /// Run only the tests whose name contains one of these.
+            repeated filter: String
+            /// A filter must equal the whole name, not a part of it.
+            optional --exact
+            /// Print the names of the tests that would run, and exit.
+            optional --list
+            /// Run the `i`-th of `n` deterministic parts of the tests
+            /// (`--shard 2/4`), for CI machines that split the work.
+            optional --shard shard: Shard
+            /// Write the results as JUnit XML to this file.
+            optional --junit file: PathBuf
+            /// How many boots run at once (default: what the machine's
+            /// CPUs and memory allow; also NUMA_HARNESS_JOBS).
+            optional -j, --jobs jobs: usize
             /// Only the harness's unit tests (no Xen build, no boot).
             optional --unit-only
             /// A base name or file (default: every base).

@@ -304,9 +304,26 @@ mod tests {
     use super::*;
     use crate::console;
 
-    /// A real console log: unpatched Xen 4.17.5 on the two-node topology,
-    /// default scenario.
+    /// A real console log: stable-4.17's baseline (Xen 4.17.5 with the
+    /// instrument) on the two-node topology, default scenario.
     const TWO_NODE: &str = include_str!("../tests/fixtures/two-node-default-4.17.console.log");
+
+    /// A real console log of Xen 4.17.5 as Debian ships it, without the
+    /// instrument, from the harness's first runs (its result block ends in
+    /// the older form, so its sections are read without the block parser).
+    const STOCK_TWO_NODE: &str = include_str!("../tests/fixtures/two-node-default-4.17-stock.console.log");
+
+    /// A step's output lines, read straight off the console.
+    fn raw_section(console: &str, name: &str) -> Vec<String> {
+        let heading = format!("### collect {name} ");
+        console
+            .lines()
+            .skip_while(|l| !l.starts_with(&heading))
+            .skip(1)
+            .take_while(|l| !l.starts_with("### ") && !l.starts_with("===="))
+            .filter_map(|l| l.strip_prefix('|')?.split_once("| ").map(|(_, text)| text.to_string()))
+            .collect()
+    }
 
     fn section(console: &str, name: &str) -> Vec<String> {
         console::result_block(console)
@@ -347,19 +364,21 @@ mod tests {
                 node_affinity: "0".into()
             }
         );
-        assert_eq!(list[0].node_affinity, "all");
+        // dom0 runs on node 1's CPUs only, and Xen derives its affinity.
+        assert_eq!(list[0].node_affinity, "1");
     }
 
     #[test]
     fn xl_vcpu_list_from_real_console() {
         let vcpus = xl_vcpu_list(&section(TWO_NODE, "xl-vcpu-list")).unwrap();
-        assert_eq!(vcpus.len(), 8);
+        assert_eq!(vcpus.len(), 5);
         // vCPU 1 of a paused PV domain is offline: its CPU column is "-".
         assert_eq!(
-            vcpus[5],
+            vcpus[2],
             VcpuEntry { domain: "pinned-node1".into(), id: 1, vcpu: 1, hard: "2-3".into(), soft: "0-1".into() }
         );
-        assert_eq!((vcpus[6].hard.as_str(), vcpus[6].soft.as_str()), ("all", "0-1"));
+        assert_eq!((vcpus[3].hard.as_str(), vcpus[3].soft.as_str()), ("all", "0-1"));
+        assert_eq!((vcpus[0].hard.as_str(), vcpus[0].soft.as_str()), ("2-3", "all"));
     }
 
     /// Unpatched Xen prints no node affinity and no objects.
@@ -370,6 +389,32 @@ mod tests {
     #[test]
     fn debug_key_u_from_real_console() {
         let dump = debug_key_u(&section(TWO_NODE, "debug-key-u")).unwrap();
+        assert_eq!(dump.free_pages, [(0, 132741), (1, 151592)]);
+        assert_eq!(dump.cpu_nodes, [(0, 0), (1, 0), (2, 1), (3, 1)]);
+        type Summary = (u32, u64, Vec<(u32, u64)>, Option<(String, String)>);
+        let summary: Vec<Summary> =
+            dump.domains.iter().map(|d| (d.id, d.total_pages, d.pages.clone(), d.node_affinity.clone())).collect();
+        let auto = |n: &str| Some((n.to_string(), "auto".to_string()));
+        let explicit = |n: &str| Some((n.to_string(), "explicit".to_string()));
+        assert_eq!(
+            summary,
+            [
+                (0, 131072, vec![(0, 25816), (1, 105256)], auto("1")),
+                (1, 51200, vec![(0, 51200), (1, 0)], explicit("0")),
+                (2, 51200, vec![(0, 51200), (1, 0)], explicit("0")),
+            ]
+        );
+        // Without the series, the toolstack's node (1) holds them all.
+        let objects: Vec<(Option<u32>, &str, &str)> =
+            dump.domains[1].objects.iter().map(|(v, name, node)| (*v, name.as_str(), node.as_str())).collect();
+        assert_eq!(objects[0], (None, "domain", "1"));
+        assert_eq!(objects[5..], [(Some(0), "vcpu", "1"), (Some(0), "sched_unit", "1"), (Some(0), "fpu", "1"), (Some(1), "vcpu", "1"), (Some(1), "sched_unit", "1"), (Some(1), "fpu", "1")]);
+    }
+
+    /// Xen as shipped prints no node affinity and no objects.
+    #[test]
+    fn debug_key_u_from_stock_xen() {
+        let dump = debug_key_u(&raw_section(STOCK_TWO_NODE, "debug-key-u")).unwrap();
         assert_eq!(dump.free_pages, [(0, 132660), (1, 151687)]);
         assert_eq!(dump.cpu_nodes, [(0, 0), (1, 0), (2, 1), (3, 1)]);
         assert_eq!(

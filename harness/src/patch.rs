@@ -37,6 +37,14 @@ impl Flavor {
     }
 }
 
+impl std::str::FromStr for Flavor {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Flavor> {
+        Flavor::parse(s)
+    }
+}
+
 impl fmt::Display for Flavor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -94,6 +94,39 @@ pub fn commit_dir(tmp: &Path, dest: &Path) -> Result<()> {
     std::fs::rename(tmp, dest).with_context(|| format!("renaming to {}", dest.display()))
 }
 
+/// Removes what killed runs left in `dir`: staging directories and
+/// temporary files (see [`write_atomic`] and [`staging_dir`]) whose writer
+/// no longer runs. Returns how many went.
+pub fn clear_stale(dir: &Path) -> Result<usize> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(0) };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = stale_writer(&name) else { continue };
+        if pid == std::process::id() || crate::process::running(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        gone.with_context(|| format!("removing {}, left by an interrupted run", path.display()))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// The writer's pid in a name made by [`write_atomic`] or [`staging_dir`]:
+/// `.<name>.tmp-<pid>-<n>` or `.<name>.partial-<pid>-<n>`.
+fn stale_writer(name: &str) -> Option<u32> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let (_, suffix) = name.rsplit_once(".tmp-").or_else(|| name.rsplit_once(".partial-"))?;
+    let (pid, n) = suffix.split_once('-')?;
+    n.parse::<usize>().ok()?;
+    pid.parse().ok()
+}
+
 /// Every path under `dir` (recursively, without following symlinks) with
 /// its size and time of last modification, sorted: equal listings mean
 /// nothing under `dir` was written.
@@ -157,5 +190,36 @@ impl KeyBuilder {
     /// The first 16 hex digits of the SHA-256 of everything added.
     pub fn finish(&self) -> String {
         sha256_hex(&self.0)[..16].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_names() {
+        assert_eq!(stale_writer(".report.yaml.tmp-4242-3"), Some(4242));
+        assert_eq!(stale_writer(".0f3a9c.partial-17-0"), Some(17));
+        assert_eq!(stale_writer("report.yaml"), None);
+        assert_eq!(stale_writer(".lock"), None);
+        assert_eq!(stale_writer(".x.tmp-abc-1"), None);
+    }
+
+    /// What a dead writer left goes; a live writer's file and everything
+    /// else stay.
+    #[test]
+    fn clears_only_dead_writers_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = u32::MAX - 1;
+        let live = std::process::id();
+        std::fs::create_dir(dir.path().join(format!(".abc.partial-{dead}-0"))).unwrap();
+        std::fs::write(dir.path().join(format!(".r.yaml.tmp-{dead}-1")), "").unwrap();
+        std::fs::write(dir.path().join(format!(".r.yaml.tmp-{live}-2")), "").unwrap();
+        std::fs::write(dir.path().join("r.yaml"), "").unwrap();
+        assert_eq!(clear_stale(dir.path()).unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [format!(".r.yaml.tmp-{live}-2"), "r.yaml".to_string()]);
     }
 }

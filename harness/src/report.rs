@@ -356,18 +356,27 @@ mod tests {
         let cpus: Vec<&str> = r.nodes.iter().map(|n| n.cpus.as_str()).collect();
         assert_eq!(cpus, ["0", "1", "2", "3"]);
         assert_eq!(r.nodes[3].distances, [29, 23, 17, 10]);
+        // Without the series, libxl's placement never sees that the
+        // domain may only run on node 1: it picks nodes 0 and 2.
         let d1 = &r.domains[1];
-        assert_eq!((d1.name.as_str(), d1.node_affinity.as_deref()), ("pinned-node1", Some("1-2")));
-        assert_eq!(d1.pages_per_node.as_ref().unwrap().values().copied().collect::<Vec<_>>(), [0, 25600, 25600, 0]);
+        assert_eq!((d1.name.as_str(), d1.node_affinity.as_deref()), ("pinned-node1", Some("0,2")));
+        assert_eq!(d1.pages_per_node.as_ref().unwrap().values().copied().collect::<Vec<_>>(), [25600, 0, 25600, 0]);
+        assert_eq!((d1.vcpus[0].hard_affinity.as_str(), d1.vcpus[0].soft_affinity.as_str()), ("1", "0,2"));
     }
 
     #[test]
     fn two_node_table() {
         let r = report("two-node", "two-node-default-4.17.console.log");
         let t = table(&[&r]);
-        assert!(t.contains("pinned-node1 (d1): node affinity       0\n"), "{t}");
-        assert!(t.contains("pinned-node1 (d1): vCPU 1 hard / soft  2-3 / 0-1\n"), "{t}");
-        assert!(t.contains("node 1: CPUs                           2-3\n"), "{t}");
+        // The value of the row labelled `label` (columns are padded to the
+        // longest label).
+        let row = |label: &str| {
+            t.lines().find_map(|l| l.strip_prefix(label).filter(|rest| rest.starts_with("  ")).map(str::trim)).unwrap_or_else(|| panic!("no row {label:?} in\n{t}"))
+        };
+        assert_eq!(row("pinned-node1 (d1): node affinity"), "0 (explicit)");
+        assert_eq!(row("pinned-node1 (d1): vCPU 1 hard / soft"), "2-3 / 0-1");
+        assert_eq!(row("pinned-node1 (d1): pages per node"), "0:51200 1:0");
+        assert_eq!(row("node 1: CPUs"), "2-3");
     }
 
     /// A failed scenario step is an error carrying xl's message, not a

@@ -24,47 +24,37 @@ use crate::build::{self, Change};
 use crate::checkout::Checkout;
 use crate::fetch::{self, XenSource};
 use crate::patch::{Flavor, Series};
-use crate::pipeline::Booter;
+use crate::runner::Booter;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
-use crate::{paths, snapshot};
+use crate::{lock, paths, snapshot};
 
 /// What the git test appends to Xen's version, to tell its build apart.
 const MARK: &str = "-from-git";
 
-/// Runs both tests; returns how many passed and the names of those that
-/// failed.
-pub fn test(sh: &Shell, base: &Base, booter: &Booter, sources: Option<&Path>, scale: Option<f64>) -> Result<(usize, Vec<String>)> {
+/// The tests, by the name they run under (`<base>/source/<name>`).
+pub const TESTS: [&str; 2] = ["upstream-git", "own-tree"];
+
+/// Runs the test `what` (one of [`TESTS`]) on `base`. Its scratch space is
+/// the cache's, locked for the test: another run waits.
+pub fn test(sh: &Shell, base: &Base, booter: &Booter, sources: Option<&Path>, scale: Option<f64>, what: &str) -> Result<()> {
     let source = fetch::xen_source(sh, base, fetch::sources_dir(sources).as_deref())?;
     let series = Series::load(&base.series_path())?;
     let scratch = paths::cache()?.join("scratch/source-paths");
+    let _lock = lock::exclusive(&scratch.with_extension("lock"), "scratch space of the source tests")?;
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
     }
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let topology = Topology::load(&paths::default_topology())?;
     let scenario = Scenario::load(&paths::default_scenario(), &topology)?;
-    let mut passed = 0;
-    let mut failed = Vec::new();
-    let tests: [(&str, &dyn Fn() -> Result<()>); 2] = [
-        ("upstream-git", &|| git_source(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale)),
-        ("own-tree", &|| own_tree(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale)),
-    ];
-    for (what, run) in tests {
-        let name = format!("{}/source/{what}", base.name);
-        match run() {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(e) => {
-                println!("test {name} ... FAILED\n{e:#}");
-                failed.push(name);
-            }
-        }
-    }
+    let outcome = match what {
+        "upstream-git" => git_source(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale),
+        "own-tree" => own_tree(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale),
+        _ => bail!("no source test {what:?}; there are {TESTS:?}"),
+    };
     std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
-    Ok((passed, failed))
+    outcome
 }
 
 #[allow(clippy::too_many_arguments)]

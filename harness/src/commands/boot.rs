@@ -1,0 +1,34 @@
+//! `cargo xtask boot`: one build, one topology and scenario.
+
+use anyhow::Result;
+use xshell::Shell;
+
+use super::Work;
+use crate::base::Base;
+use crate::flags::Boot;
+use crate::patch::Flavor;
+use crate::runner::Booter;
+use crate::scenario::Scenario;
+use crate::topology::Topology;
+use crate::{paths, report};
+
+pub fn boot(sh: &Shell, b: Boot) -> Result<()> {
+    let topology = Topology::load(&b.topology.unwrap_or_else(paths::default_topology))?;
+    let scenario = Scenario::load(&b.scenario.unwrap_or_else(paths::default_scenario), &topology)?;
+    let work = Work::new(sh, Base::chosen(b.base.as_deref())?, b.xen_sources.as_deref(), b.xen_tree.as_deref())?;
+    let artifacts = work.build(b.build.unwrap_or(Flavor::Patched))?;
+    let booter = Booter::new(sh)?;
+    let boot = booter.spec(&artifacts, &topology, &scenario, b.interactive)?;
+    if b.print_command {
+        boot.prepare()?;
+        println!("{}", boot.shell_command());
+        return Ok(());
+    }
+    let _lock = boot.run_dir.lock()?;
+    if b.interactive {
+        return boot.run_interactive();
+    }
+    let report = booter.run(&boot, &artifacts, b.timeout_scale)?;
+    print!("{}", report::table(&[&report]));
+    Ok(())
+}

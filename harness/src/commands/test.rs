@@ -1,0 +1,233 @@
+//! `cargo xtask test`: the plan of every test, the run's selection of it
+//! (filters, shard), and running what was selected: the unit tests, the CI
+//! linters, each base's series check, its boots (several at once, results
+//! printed in plan order) and the source tests. Only what the selected
+//! tests need is installed, fetched, built and booted.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use xshell::Shell;
+
+use super::{bases, Work};
+use crate::base::Base;
+use crate::build::Artifacts;
+use crate::config::yaml_files;
+use crate::flags;
+use crate::junit::{self, Outcome};
+use crate::patch::Flavor;
+use crate::boot::RunDir;
+use crate::runner::{boot_jobs, in_parallel, time_summary, Booter};
+use crate::scenario::Scenario;
+use crate::test_plan::{Kind, Selection, Test};
+use crate::topology::Topology;
+use crate::{ci_lint, image, paths, snapshot, source_paths};
+
+/// Every test, in the order they run: the harness's own (unit tests, CI
+/// linters), then per base its series check and its boots (topologies and
+/// scenarios by file name, baseline before patched, each only where the
+/// scenario runs on that build), then the source tests of the default base.
+fn plan(bases: &[Base], unit_only: bool) -> Result<Vec<Test>> {
+    let mut plan = vec![Test::unit()];
+    if unit_only {
+        return Ok(plan);
+    }
+    plan.push(Test::lint());
+    let topologies = yaml_files(&paths::images_dir().join("topologies"))?;
+    let scenarios = yaml_files(&paths::images_dir().join("scenarios"))?;
+    for base in bases {
+        plan.push(Test::series(&base.name));
+        for tpath in &topologies {
+            let topology = Topology::load(tpath)?;
+            for spath in &scenarios {
+                let scenario = Scenario::load(spath, &topology)?;
+                for flavor in Flavor::ALL.into_iter().filter(|&f| scenario.runs_on(f)) {
+                    let t = (topology.name.as_str(), tpath.clone());
+                    let s = (scenario.name.as_str(), spath.clone());
+                    plan.push(Test::boot(&base.name, t, s, flavor));
+                }
+            }
+        }
+    }
+    if let Some(default) = bases.iter().find(|b| b.default) {
+        plan.extend(source_paths::TESTS.iter().map(|what| Test::source(&default.name, what)));
+    }
+    Ok(plan)
+}
+
+pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
+    let bases = bases(t.base.as_deref())?;
+    let selection = Selection { filters: t.filter.clone(), exact: t.exact, shard: t.shard };
+    let chosen = selection.choose(plan(&bases, t.unit_only)?)?;
+    let skipped = match (chosen.filtered_out, chosen.other_shards) {
+        (0, 0) => String::new(),
+        (f, 0) => format!(" ({f} left out by the filters)"),
+        (0, s) => format!(" ({s} on other shards)"),
+        (f, s) => format!(" ({f} left out by the filters, {s} on other shards)"),
+    };
+    if t.list {
+        for test in &chosen.run {
+            println!("{}", test.name);
+        }
+        eprintln!("{} test(s){skipped}", chosen.run.len());
+        return Ok(());
+    }
+    eprintln!("test: {} test(s){skipped}", chosen.run.len());
+
+    let mut run = Run { sh, flags: &t, booter: None, outcomes: Vec::new() };
+    run.go(&bases, &chosen.run)?;
+    let outcomes = run.outcomes;
+
+    if let Some(path) = &t.junit {
+        junit::write(path, &outcomes, t.shard)?;
+        eprintln!("test: JUnit report {}", path.display());
+    }
+    let failed: Vec<&str> = outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.name.as_str()).collect();
+    println!("\ntest result: {} passed, {} failed{skipped}", outcomes.len() - failed.len(), failed.len());
+    if !failed.is_empty() {
+        bail!(
+            "failed: {}\n(review snapshot changes with `cargo insta review`; see README)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// One run of selected tests, collecting their outcomes.
+struct Run<'a> {
+    sh: &'a Shell,
+    flags: &'a flags::Test,
+    booter: Option<Booter>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Run<'_> {
+    fn go(&mut self, bases: &[Base], tests: &[Test]) -> Result<()> {
+        for test in tests.iter().filter(|t| matches!(t.kind, Kind::Unit | Kind::Lint)) {
+            let start = Instant::now();
+            let outcome = match test.kind {
+                Kind::Unit => unit_tests(),
+                _ => ci_lint::check(self.sh),
+            };
+            self.record(&test.name, outcome, start.elapsed());
+        }
+        for base in bases {
+            let mine: Vec<&Test> = tests.iter().filter(|t| is_of_base(t, &base.name) && !matches!(t.kind, Kind::Source { .. })).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let work = Work::new(self.sh, base.clone(), self.flags.xen_sources.as_deref(), None)?;
+            for test in mine.iter().filter(|t| matches!(t.kind, Kind::Series { .. })) {
+                eprintln!("test: the patch series of base {} (cargo xtask check-series --base {})", base.name, base.name);
+                let start = Instant::now();
+                let outcome = work.check_series();
+                self.record(&test.name, outcome, start.elapsed());
+            }
+            let boots: Vec<&Test> = mine.into_iter().filter(|t| matches!(t.kind, Kind::Boot { .. })).collect();
+            if !boots.is_empty() {
+                self.boots(&work, &boots)?;
+            }
+        }
+        for test in tests {
+            let Kind::Source { base, what } = &test.kind else { continue };
+            let base = bases.iter().find(|b| &b.name == base).expect("planned from these bases");
+            let start = Instant::now();
+            let (sh, flags) = (self.sh, self.flags);
+            let outcome = self.booter().and_then(|booter| {
+                source_paths::test(sh, base, booter, flags.xen_sources.as_deref(), flags.timeout_scale, what)
+            });
+            self.record(&test.name, outcome, start.elapsed());
+        }
+        Ok(())
+    }
+
+    fn booter(&mut self) -> Result<&Booter> {
+        if self.booter.is_none() {
+            self.booter = Some(Booter::new(self.sh)?);
+        }
+        Ok(self.booter.as_ref().unwrap())
+    }
+
+    fn record(&mut self, name: &str, outcome: Result<()>, time: Duration) {
+        record(&mut self.outcomes, name, outcome, time);
+    }
+
+    /// The boots of one base: the builds they need, then `jobs` boots at
+    /// a time, each report compared with its snapshot.
+    fn boots(&mut self, work: &Work, boots: &[&Test]) -> Result<()> {
+        let mut builds: Vec<Artifacts> = Vec::new();
+        for flavor in Flavor::ALL {
+            if boots.iter().any(|t| matches!(&t.kind, Kind::Boot { flavor: f, .. } if *f == flavor)) {
+                builds.push(work.build(flavor)?);
+            }
+        }
+        let jobs = boot_jobs(self.flags.jobs)?;
+        let scale = self.flags.timeout_scale;
+        self.booter()?;
+        let booter = self.booter.as_ref().expect("made above");
+        let outcomes = &mut self.outcomes;
+        for a in &builds {
+            // Made once here rather than by the first boots at the same time.
+            image::write_base(&booter.dom0, a)?;
+        }
+        let mut run_dirs = Vec::new();
+        let mut next = boots.iter();
+        in_parallel(jobs, boots.len(), |i| {
+            let Kind::Boot { topology, scenario, flavor, .. } = &boots[i].kind else { unreachable!("only boots") };
+            let start = Instant::now();
+            let outcome = (|| {
+                let topology = Topology::load(topology)?;
+                let scenario = Scenario::load(scenario, &topology)?;
+                let artifacts = builds.iter().find(|a| a.flavor == *flavor).expect("built above");
+                let report = booter.report(artifacts, &topology, &scenario, scale)?;
+                snapshot::check(&report)?;
+                if scenario.patched_matches_baseline && *flavor == Flavor::Patched {
+                    snapshot::check_same_as_baseline(&report)?;
+                }
+                Ok(())
+            })();
+            (outcome, start.elapsed())
+        }, |(outcome, time)| {
+            let test = next.next().expect("one result per boot");
+            record(outcomes, &test.name, outcome, time);
+            if let Kind::Boot { base, topology, scenario, flavor } = &test.kind {
+                let name = |p: &std::path::Path| crate::config::stem(p).unwrap_or_default();
+                run_dirs.push(RunDir::new(base, flavor.name(), &name(topology), &name(scenario)));
+            }
+        });
+        eprint!("test: {}", time_summary(&run_dirs));
+        Ok(())
+    }
+}
+
+/// Prints a test's result line (with the error, if it failed) and keeps
+/// its outcome.
+fn record(outcomes: &mut Vec<Outcome>, name: &str, outcome: Result<()>, time: Duration) {
+    match &outcome {
+        Ok(()) => println!("test {name} ... ok"),
+        Err(e) => println!("test {name} ... FAILED\n{e:#}"),
+    }
+    outcomes.push(Outcome { name: name.into(), failure: outcome.err().map(|e| format!("{e:#}")), time });
+}
+
+fn is_of_base(test: &Test, base: &str) -> bool {
+    match &test.kind {
+        Kind::Series { base: b } | Kind::Boot { base: b, .. } | Kind::Source { base: b, .. } => b == base,
+        Kind::Unit | Kind::Lint => false,
+    }
+}
+
+/// The harness's own tests, `cargo test` on this crate. Needs nothing the
+/// harness installs.
+fn unit_tests() -> Result<()> {
+    eprintln!("test: the harness's own tests (cargo test)");
+    let status = duct::cmd!("cargo", "test", "--quiet", "--package", "xtask")
+        .dir(paths::repo())
+        .unchecked()
+        .run()?
+        .status;
+    if !status.success() {
+        bail!("the harness's unit tests failed (their output is above)");
+    }
+    Ok(())
+}

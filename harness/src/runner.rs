@@ -1,0 +1,221 @@
+//! Running boots: what every boot of a run shares (dom0's kernel and
+//! busybox, the machine, the accelerator), one boot from a build to its
+//! report, and many boots at once.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use xshell::Shell;
+
+use crate::boot::{self, Accel, Attempt, Boot, Machine, RunDir};
+use crate::build::Artifacts;
+use crate::config::{yaml_files, Timeouts};
+use crate::fetch::{self, Dom0Packages};
+use crate::patch::Flavor;
+use crate::report::{Booted, Report};
+use crate::scenario::Scenario;
+use crate::topology::Topology;
+use crate::{console, host, image, paths};
+
+/// What boots need beyond a build. Made only by commands that boot.
+pub struct Booter {
+    pub dom0: Dom0Packages,
+    machine: Machine,
+    accel: (Accel, String),
+}
+
+impl Booter {
+    pub fn new(sh: &Shell) -> Result<Booter> {
+        host::ensure(sh)?;
+        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()? })
+    }
+
+    pub fn spec<'b>(
+        &'b self,
+        artifacts: &Artifacts,
+        topology: &'b Topology,
+        scenario: &'b Scenario,
+        interactive: bool,
+    ) -> Result<Boot<'b>> {
+        let base_image = image::write_base(&self.dom0, artifacts)?;
+        Ok(Boot {
+            topology,
+            scenario,
+            machine: &self.machine,
+            xen: artifacts.xen(),
+            xsm_policy: artifacts.xsm_policy(),
+            kernel: image::kernel(&self.dom0.kernel)?,
+            base_image,
+            run_dir: RunDir::new(&artifacts.base, artifacts.label(), &topology.name, &scenario.name),
+            accel: self.accel.0,
+            interactive,
+        })
+    }
+
+    /// Boots, parses the console into a report and writes it next to the log.
+    pub fn run(&self, boot: &Boot, artifacts: &Artifacts, scale: Option<f64>) -> Result<Report> {
+        let timeouts = Timeouts::new(boot.accel == Accel::Kvm, scale)?;
+        let run_dir = &boot.run_dir;
+        eprintln!(
+            "boot: {}/{}/{} on {} with {} ({}); console: {}",
+            artifacts.base,
+            boot.topology.name,
+            boot.scenario.name,
+            artifacts.label(),
+            self.accel.0,
+            self.accel.1,
+            run_dir.console_log().display()
+        );
+        let start = Instant::now();
+        let text = match boot.run_retrying_stall(&timeouts)? {
+            Attempt::First(text) => text,
+            Attempt::AfterStall { text, stall, stalled_log } => {
+                eprintln!("boot: dom0 stalled ({stall}) and was booted once more; first console: {}", stalled_log.display());
+                text
+            }
+        };
+        let steps = console::result_block(&text)
+            .with_context(|| format!("console log {}", run_dir.console_log().display()))?;
+        let booted = Booted {
+            base: artifacts.base.clone(),
+            build: artifacts.flavor.name().into(),
+            xen_tree: artifacts.checkout.as_ref().map(|p| p.display().to_string()),
+            dom0_kernel: format!("{} {}", self.dom0.kernel.package, self.dom0.kernel.version),
+            busybox: self.dom0.busybox.version.clone(),
+        };
+        let report = Report::new(boot.topology, boot.scenario, booted, &steps)
+            .with_context(|| format!("reading the results in {}", run_dir.console_log().display()))?;
+        paths::write_atomic(&run_dir.report(), yaml_serde::to_string(&report)?.as_bytes())?;
+        eprintln!("boot: done in {} s", start.elapsed().as_secs());
+        Ok(report)
+    }
+
+    /// Boots one build with one topology and scenario.
+    pub fn report(&self, artifacts: &Artifacts, topology: &Topology, scenario: &Scenario, scale: Option<f64>) -> Result<Report> {
+        let boot = self.spec(artifacts, topology, scenario, false)?;
+        let _lock = boot.run_dir.lock()?;
+        self.run(&boot, artifacts, scale)
+    }
+
+    /// Boots each build once per distinct artifact, `jobs` at a time: when
+    /// the series is empty (or all baseline), both builds are the same Xen
+    /// and one boot serves both.
+    pub fn reports(
+        &self,
+        builds: &[Artifacts],
+        topology: &Topology,
+        scenario: &Scenario,
+        jobs: usize,
+        scale: Option<f64>,
+    ) -> Vec<(Flavor, Result<Report>)> {
+        let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+        let distinct: Vec<usize> = (0..builds.len()).filter(|&i| *first.entry(&builds[i].key).or_insert(i) == i).collect();
+        let mut booted = Vec::new();
+        in_parallel(jobs, distinct.len(), |i| self.report(&builds[distinct[i]], topology, scenario, scale), |r| booted.push(r));
+        builds
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let j = distinct.iter().position(|&d| d == first[a.key.as_str()]).expect("every key has a first build");
+                let r = match &booted[j] {
+                    Ok(r) if distinct[j] != i => {
+                        eprintln!("boot: {} is the same build as {} ({}): reusing its boot", a.flavor, r.build, a.key);
+                        let mut r = r.clone();
+                        r.build = a.flavor.name().into();
+                        Ok(r)
+                    }
+                    Ok(r) => Ok(r.clone()),
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                };
+                (a.flavor, r)
+            })
+            .collect()
+    }
+}
+
+/// Where the boots in `dirs` spent their time: for each phase of a boot
+/// (see [`boot::Timeline::phases`]), the median and the longest, one line
+/// each. Boots without a timeline (not run) are left out.
+pub fn time_summary(dirs: &[RunDir]) -> String {
+    let timelines: Vec<boot::Timeline> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.path().join(boot::TIMELINE)).ok())
+        .map(|t| boot::Timeline::parse(&t))
+        .collect();
+    let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
+    for t in &timelines {
+        for (name, d) in t.phases() {
+            match phases.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(d.as_secs_f64()),
+                None => phases.push((name, vec![d.as_secs_f64()])),
+            }
+        }
+    }
+    let mut out = format!("where {} boot(s) spent their time (median / longest, seconds):\n", timelines.len());
+    for (name, mut v) in phases {
+        v.sort_by(f64::total_cmp);
+        out.push_str(&format!("    {name:<24} {:>6.1} / {:>6.1}\n", v[v.len() / 2], v[v.len() - 1]));
+    }
+    out
+}
+
+/// Runs `work(0..count)` on up to `jobs` threads and hands each result to
+/// `done` in index order, as soon as it and every one before it are in.
+pub fn in_parallel<T: Send>(jobs: usize, count: usize, work: impl Fn(usize) -> T + Sync, mut done: impl FnMut(T)) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, count.max(1)) {
+            let tx = tx.clone();
+            let (next, work) = (&next, &work);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || tx.send((i, work(i))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut want = 0;
+        for (i, result) in rx {
+            pending.insert(i, result);
+            while let Some(result) = pending.remove(&want) {
+                done(result);
+                want += 1;
+            }
+        }
+    });
+}
+
+/// How many boots run at once: `requested` (`--jobs`), else
+/// `NUMA_HARNESS_JOBS`, else one per CPU, as many as the machine's memory
+/// holds with the largest topology's guest memory each (QEMU reserves it)
+/// and a quarter of the memory to spare.
+pub fn boot_jobs(requested: Option<usize>) -> Result<usize> {
+    if let Some(n) = requested {
+        anyhow::ensure!(n > 0, "--jobs 0: at least one boot must run at a time");
+        return Ok(n);
+    }
+    if let Ok(v) = std::env::var("NUMA_HARNESS_JOBS") {
+        return v.parse::<usize>().ok().filter(|&n| n > 0).with_context(|| format!("NUMA_HARNESS_JOBS={v:?} is not a positive number"));
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let largest = yaml_files(&paths::images_dir().join("topologies"))?
+        .iter()
+        .map(|p| Topology::load(p).map(|t| t.total_memory_mib()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(1024);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available_mib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(u64::MAX, |kib| kib / 1024);
+    let by_memory = (available_mib * 3 / 4 / largest.max(1)).max(1) as usize;
+    Ok(cpus.min(by_memory))
+}
