@@ -19,6 +19,17 @@ pub struct Guard {
 /// Locks `path` (created if missing) for this process, waiting, with a
 /// message naming `what` and the file, while another run holds it.
 pub fn exclusive(path: &Path, what: &str) -> Result<Guard> {
+    lock(path, what, false)
+}
+
+/// [`exclusive`], and the processes started while it is held hold it too
+/// (they inherit the locked file): a make still running after the harness
+/// was killed with SIGKILL keeps the next run off its tree until it ends.
+pub fn exclusive_inherited(path: &Path, what: &str) -> Result<Guard> {
+    lock(path, what, true)
+}
+
+fn lock(path: &Path, what: &str, inherited: bool) -> Result<Guard> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -36,12 +47,34 @@ pub fn exclusive(path: &Path, what: &str) -> Result<Guard> {
         }
         Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
     }
+    if inherited {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_SETFD on a descriptor this function owns.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("letting children hold {}", path.display()));
+        }
+    }
     Ok(Guard { _file: file })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process started under an inherited lock holds it after the
+    /// guard is gone.
+    #[test]
+    fn children_hold_an_inherited_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.lock");
+        let guard = exclusive_inherited(&path, "tree").unwrap();
+        let mut child = std::process::Command::new("sleep").arg("1").spawn().unwrap();
+        drop(guard);
+        let probe = OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(matches!(probe.try_lock(), Err(TryLockError::WouldBlock)), "the child should still hold the lock");
+        child.wait().unwrap();
+        probe.try_lock().expect("free once the child is gone");
+    }
     use std::sync::mpsc;
     use std::time::Duration;
 

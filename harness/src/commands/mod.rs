@@ -83,7 +83,7 @@ impl<'a> Work<'a> {
 
     fn lock_trees(&self) -> Result<lock::Guard> {
         let trees = paths::cache()?.join("trees");
-        lock::exclusive(&trees.join(format!("{}.lock", self.base.name)), "base's work trees")
+        lock::exclusive_inherited(&trees.join(format!("{}.lock", self.base.name)), "base's work trees")
     }
 }
 
