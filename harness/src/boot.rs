@@ -170,6 +170,20 @@ impl Boot<'_> {
         paths::write_atomic(&self.initrd(), &bytes)
     }
 
+    /// Everything that decides what this boot prints, as a key: the QEMU
+    /// command line (whose files are named by their content: the build's
+    /// artifacts, the base image, the uncompressed kernel), the scenario's
+    /// part of the initramfs, QEMU's version and the accelerator. Two boots
+    /// with the same identity run the same machine on the same inputs.
+    pub fn identity(&self) -> Result<String> {
+        let mut key = paths::KeyBuilder::default();
+        key.add("command", self.command().join("\0"));
+        let mut scenario = Vec::new();
+        image::scenario(self.scenario).write(&mut scenario)?;
+        key.add("scenario archive", scenario).add("qemu", qemu_version()?).add("accel", self.accel.to_string());
+        Ok(key.finish())
+    }
+
     /// The QEMU command line as one shell-quoted line.
     pub fn shell_command(&self) -> String {
         shell_words(&self.command())
@@ -261,7 +275,11 @@ impl Boot<'_> {
         let cmd = self.command();
         let stderr = self.run_dir.qemu_stderr();
         let expr = duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr);
-        watch(crate::process::supervised(expr), timeouts, &self.console_log(), &stderr)
+        let result = watch(crate::process::supervised(expr), timeouts, &self.console_log(), &stderr);
+        // The boot's initramfs is as large as dom0's kernel and tools, and
+        // made again from the cache by the next boot: only the logs stay.
+        let _ = std::fs::remove_file(self.initrd());
+        result
     }
 
     /// [`Boot::run`], once more if dom0 stalled the first time.
@@ -280,6 +298,16 @@ impl Boot<'_> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `qemu-system-x86_64 --version`, asked once.
+fn qemu_version() -> Result<&'static str> {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(v) = VERSION.get() {
+        return Ok(v);
+    }
+    let v = duct::cmd!(QEMU, "--version").read().with_context(|| format!("cannot run {QEMU} --version"))?;
+    Ok(VERSION.get_or_init(|| v))
 }
 
 /// Arguments as one line a POSIX shell splits back into them.

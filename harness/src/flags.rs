@@ -116,6 +116,10 @@ xflags::xflags! {
             /// How many boots run at once (default: what the machine's
             /// CPUs and memory allow; also NUMA_HARNESS_JOBS).
             optional -j, --jobs jobs: usize
+            /// Boot every boot again, even those whose every input is the
+            /// same as an earlier boot's (whose console is otherwise read
+            /// again from the cache).
+            optional --rerun
             /// Only the harness's unit tests (no Xen build, no boot).
             optional --unit-only
             /// A base name or file (default: every base).

@@ -23,12 +23,15 @@ pub struct Booter {
     pub dom0: Dom0Packages,
     machine: Machine,
     accel: (Accel, String),
+    /// Reuse the console of an earlier boot with the same identity
+    /// (`cargo xtask test` without `--rerun`).
+    pub reuse: bool,
 }
 
 impl Booter {
     pub fn new(sh: &Shell) -> Result<Booter> {
         host::ensure(sh)?;
-        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()? })
+        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false })
     }
 
     pub fn spec<'b>(
@@ -54,9 +57,27 @@ impl Booter {
     }
 
     /// Boots, parses the console into a report and writes it next to the log.
+    /// With `reuse`, a boot whose identity (see [`Boot::identity`]) booted
+    /// before to its end is not booted again: its console log, kept in the
+    /// cache (`boots/<identity>.console.log`), is parsed anew instead.
     pub fn run(&self, boot: &Boot, artifacts: &Artifacts, scale: Option<f64>) -> Result<Report> {
         let timeouts = Timeouts::new(boot.accel == Accel::Kvm, scale)?;
         let run_dir = &boot.run_dir;
+        let identity = boot.identity()?;
+        let kept = paths::cache()?.join("boots").join(format!("{identity}.console.log"));
+        if self.reuse && kept.exists() {
+            let text = std::fs::read_to_string(&kept).with_context(|| format!("reading {}", kept.display()))?;
+            paths::write_atomic(&run_dir.console_log(), text.as_bytes())?;
+            let _ = std::fs::remove_file(run_dir.path().join(boot::TIMELINE));
+            eprintln!(
+                "boot: {}/{}/{} on {}: the same boot ran before ({identity}); its console is read again (--rerun boots it)",
+                artifacts.base,
+                boot.topology.name,
+                boot.scenario.name,
+                artifacts.label()
+            );
+            return self.report_from(boot, artifacts, &text);
+        }
         eprintln!(
             "boot: {}/{}/{} on {} with {} ({}); console: {}",
             artifacts.base,
@@ -75,7 +96,17 @@ impl Booter {
                 text
             }
         };
-        let steps = console::result_block(&text)
+        let report = self.report_from(boot, artifacts, &text)?;
+        // Kept only once the boot ended well and its console made a report.
+        paths::write_atomic(&kept, text.as_bytes())?;
+        eprintln!("boot: done in {} s", start.elapsed().as_secs());
+        Ok(report)
+    }
+
+    /// The report in a boot's console text, also written beside its log.
+    fn report_from(&self, boot: &Boot, artifacts: &Artifacts, text: &str) -> Result<Report> {
+        let run_dir = &boot.run_dir;
+        let steps = console::result_block(text)
             .with_context(|| format!("console log {}", run_dir.console_log().display()))?;
         let booted = Booted {
             base: artifacts.base.clone(),
@@ -87,7 +118,6 @@ impl Booter {
         let report = Report::new(boot.topology, boot.scenario, booted, &steps)
             .with_context(|| format!("reading the results in {}", run_dir.console_log().display()))?;
         paths::write_atomic(&run_dir.report(), yaml_serde::to_string(&report)?.as_bytes())?;
-        eprintln!("boot: done in {} s", start.elapsed().as_secs());
         Ok(report)
     }
 

@@ -143,7 +143,9 @@ impl Run<'_> {
 
     fn booter(&mut self) -> Result<&Booter> {
         if self.booter.is_none() {
-            self.booter = Some(Booter::new(self.sh)?);
+            let mut booter = Booter::new(self.sh)?;
+            booter.reuse = !self.flags.rerun;
+            self.booter = Some(booter);
         }
         Ok(self.booter.as_ref().unwrap())
     }
