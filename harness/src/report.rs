@@ -112,6 +112,16 @@ fn ranges(mut v: Vec<u32>) -> String {
     out.join(",")
 }
 
+/// The instrument names the vCPU's hardware control structure after the
+/// CPU's vendor (AMD's VMCB, Intel's VMCS); the report names it the same
+/// on both, so that one snapshot holds on any KVM host and under TCG.
+fn vendor_neutral(object: &str) -> &str {
+    match object {
+        "vmcb" | "vmcs" => "vmcb/vmcs",
+        other => other,
+    }
+}
+
 impl Report {
     pub fn new(topology: &Topology, scenario: &Scenario, booted: Booted, steps: &[Step]) -> Result<Report> {
         if let Some(s) = steps.iter().find(|s| s.rc != 0) {
@@ -214,7 +224,7 @@ impl Report {
                         None => bail!("the `u` debug key names d{}v{n}, which `xl vcpu-list` does not list", d.id),
                     },
                 };
-                objects.insert(object.clone(), node.clone());
+                objects.insert(vendor_neutral(object).to_string(), node.clone());
             }
         }
         // The debug key lists every domain, including ones xl did not list
