@@ -72,11 +72,51 @@ fn strip_prefix(line: &str) -> &str {
     line.trim()
 }
 
+/// What a step of dom0's init did (its `record` calls in
+/// qemu-images/dom0/init).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// dom0's own set-up, e.g. pinning its vCPUs.
+    Dom0,
+    /// `xl create` of one of the scenario's domains.
+    Create,
+    /// A test program that must exit 0.
+    Check,
+    /// Output the report is made from (`xl info -n`, the `u` key, ...).
+    Collect,
+}
+
+impl StepKind {
+    fn parse(word: &str) -> Option<StepKind> {
+        Some(match word {
+            "dom0" => StepKind::Dom0,
+            "create" => StepKind::Create,
+            "check" => StepKind::Check,
+            "collect" => StepKind::Collect,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Dom0 => "dom0",
+            StepKind::Create => "create",
+            StepKind::Check => "check",
+            StepKind::Collect => "collect",
+        }
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One step of the scenario as the result block reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    /// `create` or `collect`.
-    pub kind: String,
+    pub kind: StepKind,
     pub name: String,
     pub rc: i32,
     pub output: Vec<String>,
@@ -139,6 +179,7 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
             let bad = || anyhow::anyhow!("malformed step line {line:?}");
             let w: Vec<&str> = head.split_whitespace().collect();
             let [kind, name, rc, count] = w[..] else { return Err(bad()) };
+            let kind = StepKind::parse(kind).ok_or_else(|| anyhow::anyhow!("unknown step kind in {line:?} (dom0, create, check or collect)"))?;
             let rc = rc.strip_prefix("rc=").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
             let count = count.strip_prefix("lines=").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
             if current.as_ref().is_some_and(|p| p.step.kind == kind && p.step.name == name) {
@@ -149,7 +190,7 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
                 steps.push(p.finish()?);
             }
             current = Some(Partial {
-                step: Step { kind: kind.into(), name: name.into(), rc, output: Vec::new() },
+                step: Step { kind, name: name.into(), rc, output: Vec::new() },
                 lines: count,
                 got: Default::default(),
             });
@@ -224,6 +265,8 @@ mod tests {
         assert!(err.to_string().starts_with("line 1 of step `collect x` arrived twice, differently"), "{err}");
         let err = result_block(&block("### collect x rc=0\n")).unwrap_err();
         assert!(err.to_string().starts_with("malformed step line"), "{err}");
+        let err = result_block(&block("### colect x rc=0 lines=0\n")).unwrap_err();
+        assert!(err.to_string().starts_with("unknown step kind in \"### colect x rc=0 lines=0\""), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::console::Step;
+use crate::console::{Step, StepKind};
 use crate::parse;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
@@ -133,7 +133,7 @@ impl Report {
                 s.output.join("\n    ")
             );
         }
-        let section = |name: &str| steps.iter().find(|s| s.kind == "collect" && s.name == name).map(|s| &s.output);
+        let section = |name: &str| steps.iter().find(|s| s.kind == StepKind::Collect && s.name == name).map(|s| &s.output);
         let info = section("xl-info").map(|o| parse::xl_info(o)).transpose().context("parsing `xl info -n`")?;
         let list = section("xl-list").map(|o| parse::xl_list(o)).transpose().context("parsing `xl list -n`")?;
         let vcpus = section("xl-vcpu-list").map(|o| parse::xl_vcpu_list(o)).transpose().context("parsing `xl vcpu-list`")?;
@@ -153,7 +153,7 @@ impl Report {
             domains: Vec::new(),
             checks: steps
                 .iter()
-                .filter(|s| s.kind == "check")
+                .filter(|s| s.kind == StepKind::Check)
                 .map(|s| {
                     let lines = s.output.iter().filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"));
                     (s.name.clone(), lines.cloned().collect())
@@ -396,7 +396,7 @@ mod tests {
         let t = Topology::load(&paths::default_topology()).unwrap();
         let s = Scenario::load(&paths::default_scenario(), &t).unwrap();
         let steps = [console::Step {
-            kind: "create".into(),
+            kind: console::StepKind::Create,
             name: "pinned-node1".into(),
             rc: 3,
             output: vec!["libxl: error: cannot allocate".into()],
