@@ -74,12 +74,23 @@ extern "C" {
 
 /// Makes sure every package is present; installs the missing ones as root.
 pub fn ensure(sh: &Shell) -> Result<()> {
+    check(sh, true)
+}
+
+/// Checks that every package is present, installing nothing: for commands
+/// that only read, e.g. `boot --print-command`. Missing packages are an
+/// error with the command that installs them.
+pub fn verify(sh: &Shell) -> Result<()> {
+    check(sh, false)
+}
+
+fn check(sh: &Shell, install: bool) -> Result<()> {
     if cmd!(sh, "dpkg-query --version").quiet().ignore_stdout().run().is_err() {
         bail!("this harness needs a Debian (12, bookworm) host: dpkg-query is not available");
     }
     let missing: Vec<&str> = every_package().flat_map(|(_, p)| p.iter().copied()).filter(|p| !installed(sh, p)).collect();
     if missing.is_empty() {
-        return ccache_links(sh);
+        return if install { ccache_links(sh) } else { Ok(()) };
     }
     for (stage, pkgs) in every_package() {
         let here: Vec<&str> = pkgs.iter().copied().filter(|p| missing.contains(p)).collect();
@@ -87,9 +98,11 @@ pub fn ensure(sh: &Shell) -> Result<()> {
             eprintln!("setup: missing to {stage}: {}", here.join(" "));
         }
     }
-    if !is_root() {
+    if !install || !is_root() {
         bail!(
-            "missing Debian packages; install them with:\n    sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+            "missing Debian packages; install them with:\n    {}apt-get update && {}apt-get install -y --no-install-recommends {}\n(or run `cargo xtask setup` as root)",
+            if is_root() { "" } else { "sudo " },
+            if is_root() { "" } else { "sudo " },
             missing.join(" ")
         );
     }

@@ -30,7 +30,16 @@ pub struct Booter {
 
 impl Booter {
     pub fn new(sh: &Shell) -> Result<Booter> {
-        host::ensure(sh)?;
+        Booter::with_packages(sh, host::ensure)
+    }
+
+    /// [`Booter::new`] installing nothing (see [`host::verify`]).
+    pub fn reading(sh: &Shell) -> Result<Booter> {
+        Booter::with_packages(sh, host::verify)
+    }
+
+    fn with_packages(sh: &Shell, packages: fn(&Shell) -> Result<()>) -> Result<Booter> {
+        packages(sh)?;
         Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false })
     }
 

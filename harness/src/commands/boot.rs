@@ -15,9 +15,12 @@ use crate::{paths, report};
 pub fn boot(sh: &Shell, b: Boot) -> Result<()> {
     let topology = Topology::load(&b.topology.unwrap_or_else(paths::default_topology))?;
     let scenario = Scenario::load(&b.scenario.unwrap_or_else(paths::default_scenario), &topology)?;
-    let work = Work::new(sh, Base::chosen(b.base.as_deref())?, b.xen_sources.as_deref(), b.xen_tree.as_deref())?;
+    // Printing the command installs nothing (it may still build).
+    let base = Base::chosen(b.base.as_deref())?;
+    let (sources, tree) = (b.xen_sources.as_deref(), b.xen_tree.as_deref());
+    let work = if b.print_command { Work::reading(sh, base, sources, tree)? } else { Work::new(sh, base, sources, tree)? };
     let artifacts = work.build(b.build.unwrap_or(Flavor::Patched))?;
-    let booter = Booter::new(sh)?;
+    let booter = if b.print_command { Booter::reading(sh)? } else { Booter::new(sh)? };
     let boot = booter.spec(&artifacts, &topology, &scenario, b.interactive)?;
     if b.print_command {
         boot.prepare()?;

@@ -56,7 +56,23 @@ pub struct Work<'a> {
 
 impl<'a> Work<'a> {
     pub fn new(sh: &'a Shell, base: Base, sources: Option<&Path>, xen_tree: Option<&Path>) -> Result<Work<'a>> {
-        host::ensure(sh)?;
+        Work::with_packages(sh, base, sources, xen_tree, host::ensure)
+    }
+
+    /// [`Work::new`] for commands that only read: the host's packages
+    /// must be there already, nothing is installed.
+    pub fn reading(sh: &'a Shell, base: Base, sources: Option<&Path>, xen_tree: Option<&Path>) -> Result<Work<'a>> {
+        Work::with_packages(sh, base, sources, xen_tree, host::verify)
+    }
+
+    fn with_packages(
+        sh: &'a Shell,
+        base: Base,
+        sources: Option<&Path>,
+        xen_tree: Option<&Path>,
+        packages: fn(&Shell) -> Result<()>,
+    ) -> Result<Work<'a>> {
+        packages(sh)?;
         clear_stale()?;
         let series = Series::load(&base.series_path())?;
         let checkout = xen_tree.map(Checkout::open).transpose()?;
