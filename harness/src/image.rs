@@ -1,7 +1,8 @@
 //! Image stage: dom0's initramfs. The base image holds busybox, the staged
 //! Xen tools and exactly the shared libraries they load, the kernel's Xen
-//! modules, the guest kernel and `qemu-images/dom0/init`. Each boot appends
-//! a small archive with its scenario (Linux unpacks concatenated archives).
+//! modules, the guests' kernel (see `guest_kernel`) and
+//! `qemu-images/dom0/init`. Each boot appends a small archive with its
+//! scenario (Linux unpacks concatenated archives).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -117,11 +118,7 @@ pub fn base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<Archive> {
         a.file(&lib.to_string_lossy(), 0o755, &std::fs::canonicalize(&lib)?);
     }
 
-    // The scenarios' domains get Debian's bzImage as it is: the ELF inside
-    // is eight times its size, and dom0's memory, initramfs included, is
-    // taken at boot from wherever Xen finds it, which moves with its size
-    // what is left free on each node for the scenarios' domains.
-    a.file("boot/vmlinuz", 0o644, &bzimage(&sources.kernel)?);
+    a.bytes(crate::guest_kernel::PATH.trim_start_matches('/'), 0o644, crate::guest_kernel::elf());
     let (order, files) = modules(&sources.kernel)?;
     for (name, path) in files {
         a.file(&format!("lib/modules/xen/{name}.ko"), 0o644, &path);
@@ -269,6 +266,7 @@ pub fn write_base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<PathB
         .add("busybox", &sources.busybox.sha256)
         .add("init", std::fs::read(paths::images_dir().join("dom0/init"))?)
         .add("image.rs", include_str!("image.rs"))
+        .add("guest_kernel.rs", include_str!("guest_kernel.rs"))
         .add("cpio.rs", include_str!("cpio.rs"));
     let path = paths::cache()?.join("images").join(format!("{}.cpio", key.finish()));
     if path.exists() {

@@ -22,6 +22,7 @@ mod config;
 mod console;
 mod cpio;
 mod fetch;
+mod guest_kernel;
 mod flags;
 mod host;
 mod image;

@@ -233,9 +233,12 @@ impl Domain {
             DomainType::Pvh => "pvh",
         };
         let mut cfg = format!(
-            "name = \"{}\"\ntype = \"{kind}\"\nkernel = \"/boot/vmlinuz\"\n\
-             extra = \"console=hvc0 quiet\"\nmemory = {}\nvcpus = {}\n",
-            self.name, self.memory_mib, self.vcpus
+            "name = \"{}\"\ntype = \"{kind}\"\nkernel = \"{}\"\n\
+             memory = {}\nvcpus = {}\n",
+            self.name,
+            crate::guest_kernel::PATH,
+            self.memory_mib,
+            self.vcpus
         );
         if let Some(a) = &self.hard_affinity {
             writeln!(cfg, "cpus = \"{}\"", a.xl()).unwrap();
@@ -335,7 +338,7 @@ mod tests {
         assert_eq!(files[0].0, "domains/a.cfg");
         assert_eq!(
             files[0].1,
-            "name = \"a\"\ntype = \"pv\"\nkernel = \"/boot/vmlinuz\"\nextra = \"console=hvc0 quiet\"\n\
+            "name = \"a\"\ntype = \"pv\"\nkernel = \"/boot/numa-harness-guest\"\n\
              memory = 200\nvcpus = 2\ncpus = \"node:1\"\ncpus_soft = \"0,1\"\n"
         );
         assert_eq!(files[1].1.lines().skip(1).collect::<Vec<_>>(), ["create a", "collect xl-list xl list -n", "collect debug-key-u debug_key u"]);
