@@ -91,6 +91,11 @@ impl RunDir {
         RunDir(paths::output().join("runs").join(base).join(build).join(topology).join(scenario))
     }
 
+    /// The directory of one build's boot with a topology and scenario.
+    pub fn of(artifacts: &crate::build::Artifacts, topology: &Topology, scenario: &Scenario) -> RunDir {
+        RunDir::new(&artifacts.base, artifacts.label(), &topology.name, &scenario.name)
+    }
+
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -467,9 +472,6 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 let _ = writeln!(file, "{line}");
                 text.push_str(&line);
                 text.push('\n');
-                if let Some(milestone) = Milestone::of(&line) {
-                    timeline.reach(milestone, start.elapsed());
-                }
                 if let Some((_, err)) = &mut dying {
                     if let BootError::XenPanic { message, .. } = err {
                         let body = line.trim_start_matches("(XEN) ").trim();
@@ -482,6 +484,9 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 // What the scenario's steps printed is theirs: a check may
                 // well print "Kernel panic" without anything dying.
                 let event = if in_block && console::is_block_line(&line) { None } else { console::event(&line) };
+                if let Some(milestone) = Milestone::of(&line, event.as_ref()) {
+                    timeline.reach(milestone, start.elapsed());
+                }
                 match event {
                     Some(Event::XenStarted) if stage < Stage::Xen => stage = Stage::Xen,
                     Some(Event::Dom0Init) if stage < Stage::Dom0 => stage = Stage::Dom0,
@@ -599,25 +604,26 @@ impl Milestone {
         Milestone::Stopped,
     ];
 
-    fn of(line: &str) -> Option<Milestone> {
-        let m = if line.contains("(XEN) Xen version ") {
-            Milestone::XenStarted
-        } else if line.contains("(XEN) *** Serial input to DOM0") {
-            Milestone::XenBooted
-        } else if line.contains("numa-harness: dom0 init started") {
-            Milestone::Dom0Init
+    /// The milestone a console line marks: the watcher's own events where
+    /// it has one for the line, else one of the lines only the timeline
+    /// needs.
+    fn of(line: &str, event: Option<&Event>) -> Option<Milestone> {
+        match event {
+            Some(Event::XenStarted) => return Some(Milestone::XenStarted),
+            Some(Event::Dom0Init) => return Some(Milestone::Dom0Init),
+            Some(Event::ResultEnd) => return Some(Milestone::ResultEnd),
+            Some(Event::Teardown { .. }) => return Some(Milestone::TornDown),
+            _ => {}
+        }
+        if line.contains("(XEN) *** Serial input to DOM0") {
+            Some(Milestone::XenBooted)
         } else if line.contains("numa-harness: xen daemons started") {
-            Milestone::DaemonsStarted
+            Some(Milestone::DaemonsStarted)
         } else if line.contains("numa-harness: scenario done") {
-            Milestone::ScenarioDone
-        } else if line.starts_with("==== numa-harness result end: ") {
-            Milestone::ResultEnd
-        } else if line.contains("numa-harness: teardown: ") {
-            Milestone::TornDown
+            Some(Milestone::ScenarioDone)
         } else {
-            return None;
-        };
-        Some(m)
+            None
+        }
     }
 
     pub fn name(self) -> &'static str {

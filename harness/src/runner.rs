@@ -59,7 +59,7 @@ impl Booter {
             xsm_policy: artifacts.xsm_policy(),
             kernel: image::kernel(&self.dom0.kernel)?,
             base_image,
-            run_dir: RunDir::new(&artifacts.base, artifacts.label(), &topology.name, &scenario.name),
+            run_dir: RunDir::of(artifacts, topology, scenario),
             accel: self.accel.0,
             interactive,
         })
@@ -70,7 +70,6 @@ impl Booter {
     /// before to its end is not booted again: its console log, kept in the
     /// cache (`boots/<identity>.console.log`), is parsed anew instead.
     pub fn run(&self, boot: &Boot, artifacts: &Artifacts, scale: Option<f64>) -> Result<Report> {
-        let timeouts = Timeouts::new(boot.accel == Accel::Kvm, scale)?;
         let run_dir = &boot.run_dir;
         let identity = boot.identity()?;
         let kept = paths::cache()?.join("boots").join(format!("{identity}.console.log"));
@@ -97,6 +96,7 @@ impl Booter {
             self.accel.1,
             run_dir.console_log().display()
         );
+        let timeouts = Timeouts::new(boot.accel == Accel::Kvm, scale)?;
         let start = Instant::now();
         let text = match boot.run_retrying_stall(&timeouts)? {
             Attempt::First(text) => text,

@@ -177,10 +177,13 @@ impl Run<'_> {
         in_parallel(jobs, boots.len(), |i| {
             let Kind::Boot { topology, scenario, flavor, .. } = &boots[i].kind else { unreachable!("only boots") };
             let start = Instant::now();
+            // The boot's directory, once topology and scenario are loaded.
+            let mut run_dir = None;
             let outcome = (|| {
                 let topology = Topology::load(topology)?;
                 let scenario = Scenario::load(scenario, &topology)?;
                 let artifacts = builds.iter().find(|a| a.flavor == *flavor).expect("built above");
+                run_dir = Some(RunDir::of(artifacts, &topology, &scenario));
                 let report = booter.report(artifacts, &topology, &scenario, scale)?;
                 snapshot::check(&report)?;
                 if scenario.patched_matches_baseline && *flavor == Flavor::Patched {
@@ -188,14 +191,11 @@ impl Run<'_> {
                 }
                 Ok(())
             })();
-            (outcome, start.elapsed())
-        }, |(outcome, time)| {
+            (outcome, start.elapsed(), run_dir)
+        }, |(outcome, time, run_dir)| {
             let test = next.next().expect("one result per boot");
             record(outcomes, &test.name, outcome, time);
-            if let Kind::Boot { base, topology, scenario, flavor } = &test.kind {
-                let name = |p: &std::path::Path| crate::config::stem(p).unwrap_or_default();
-                run_dirs.push(RunDir::new(base, flavor.name(), &name(topology), &name(scenario)));
-            }
+            run_dirs.extend(run_dir);
         });
         eprint!("test: {}", time_summary(&run_dirs));
         Ok(())
