@@ -164,9 +164,19 @@ pub fn toolchain() -> Result<&'static str> {
     Ok(TOOLCHAIN.get_or_init(|| text))
 }
 
+/// How this module and `checkout.rs` turn a tree into artifacts, as a
+/// versioned description. It stands in every build's key for the code
+/// that drives the build: bump it with any change to what a build runs,
+/// in which environment, or what it keeps. (The files' own text was the
+/// key before, so a changed comment rebuilt every base from scratch.)
+pub const RECIPE: &str = "build recipe 2: make -C xen after defconfig plus build.yaml's Kconfig lines; \
+    ./configure with build.yaml's arguments, make build-tools, make install-tools DESTDIR=; \
+    FLASK policy from the tree's modules plus ours; ccache in a clean environment; \
+    a checkout's files copied by content into the work tree";
+
 /// The content key of a build: the base's tree, what goes on top of it,
 /// the build configuration, our FLASK modules, the host's toolchain and the
-/// harness code that drives the build.
+/// version of the recipe that drives the build.
 fn key(base: &str, source_tree: &str, change: &str) -> Result<String> {
     let config = std::fs::read(config_path()).with_context(|| format!("cannot read {}", config_path().display()))?;
     let mut k = paths::KeyBuilder::default();
@@ -174,8 +184,7 @@ fn key(base: &str, source_tree: &str, change: &str) -> Result<String> {
         .add("change", change)
         .add("build.yaml", config)
         .add("toolchain", toolchain()?)
-        .add("build.rs", include_str!("build.rs"))
-        .add("checkout.rs", include_str!("checkout.rs"));
+        .add("recipe", RECIPE);
     for (name, body) in flask_modules(base)? {
         k.add("flask module", name).add("body", body);
     }
@@ -305,8 +314,10 @@ pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
 }
 
 /// defconfig plus `kconfig` lines; redone only when they change, so that an
-/// unchanged configuration does not trigger a rebuild.
-fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> Result<()> {
+/// unchanged configuration does not trigger a rebuild. The series check
+/// configures its x86_64 tree the same way, so that ccache serves the
+/// builds what it compiled (and the other way round).
+pub fn configure_hypervisor(tree: &Path, logs: &Path, config: &HypervisorConfig) -> Result<()> {
     let stamp = logs.join("kconfig.stamp");
     let want = config.kconfig.join("\n");
     let stamped = format!("{want}\n{}", toolchain()?);

@@ -27,6 +27,12 @@ fn skip_tool(rel: &str) -> bool {
         || rel.starts_with("etc/init.d")
         || rel.starts_with("etc/bash_completion.d")
         || rel.ends_with(".a")
+        // The OCaml bindings (findlib's directory) are for building
+        // programs against, and dom0 runs the C xenstored, not oxenstored.
+        || rel.starts_with("usr/local/lib/ocaml")
+        || rel.starts_with("usr/lib/ocaml")
+        || rel == "usr/sbin/oxenstored"
+        || rel == "etc/xen/oxenstored.conf"
 }
 
 /// Debian's compressed kernel image (bzImage).

@@ -1,14 +1,19 @@
 //! Series check: the patch series as upstream review would take it. Each
 //! patch's form (subject, message, style of the lines it adds, no
 //! Signed-off-by), the cover letter, and that the series applies to the
-//! pinned base with `git am` and that every patch, applied in turn, builds
-//! the x86_64 and the arm64 hypervisor, and the tools where it touches
-//! them (with the OCaml bindings that xenopsd uses).
+//! pinned base with `git am` and that every patch, applied in turn, builds:
+//! the x86_64 and the arm64 hypervisor where it touches them, and the tools
+//! (with the OCaml bindings that xenopsd uses) where it touches those. A
+//! patch that touches neither is built as the one before it was.
+//!
+//! The x86_64 tree is configured as the builds are (`xen/build.yaml`), so
+//! what it compiles is what the baseline and patched trees compile, and
+//! ccache serves it once.
 //!
 //! A patch that passed is remembered under a key made from everything the
-//! result depends on: the base's tree, every patch up to it, the configure
-//! line in xen/build.yaml, the host's toolchain and this check's own code;
-//! an unchanged series is not rebuilt.
+//! result depends on: the base's tree, every patch up to it,
+//! xen/build.yaml, the host's toolchain and the check's recipe version; an
+//! unchanged series is not rebuilt.
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -142,15 +147,40 @@ pub fn check_cover_letter(text: &str) -> Vec<Finding> {
     out
 }
 
-fn touches_tools(text: &str) -> bool {
-    text.lines().any(|l| {
-        l.strip_prefix("+++ b/")
-            .or_else(|| l.strip_prefix("--- a/"))
-            .is_some_and(|f| f.starts_with("tools/") || f.starts_with("xen/include/public/"))
-    })
+/// The files a patch changes (both sides of each diff, without /dev/null).
+fn files_touched(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("+++ b/").or_else(|| l.strip_prefix("--- a/")))
+        .collect()
+}
+
+/// What of the tree a patch can change the build of. The hypervisor is
+/// built from `xen/` and the top-level make fragments; the tools from
+/// `tools/`, the same fragments and the public headers, which they copy.
+#[derive(Debug, PartialEq)]
+struct Affects {
+    hypervisor: bool,
+    tools: bool,
+}
+
+fn affects(text: &str) -> Affects {
+    let files = files_touched(text);
+    let common = |f: &str| f == "Config.mk" || f.starts_with("config/") || f.starts_with("m4/") || f == "configure";
+    Affects {
+        hypervisor: files.iter().any(|f| f.starts_with("xen/") || common(f)),
+        tools: files.iter().any(|f| f.starts_with("tools/") || f.starts_with("xen/include/public/") || common(f)),
+    }
 }
 
 const ARM64: &[&str] = &["XEN_TARGET_ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"];
+
+/// The version of how [`build_each`] builds a patch; part of every patch's
+/// memo instead of the code's text (see `build::RECIPE`). Bump it with any
+/// change to what is built, how, or when a patch counts as built.
+const RECIPE: &str = "series check 2: x86_64 hypervisor configured as the builds are (build.yaml's Kconfig), \
+    arm64 hypervisor with its defconfig beside it, tools with build.yaml's configure; \
+    the hypervisors only for patches touching xen/ or the make fragments, the tools only for \
+    patches touching tools/, the public headers or the make fragments";
 
 /// The whole check of one base's series. Prints a line per patch; fails
 /// naming every problem.
@@ -177,6 +207,9 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     build_each(sh, source, series)
 }
 
+/// Builds every patch of the series in turn, in two work trees that walk
+/// the series' commits: x86_64 (hypervisor configured as the builds are,
+/// and the tools) and arm64 (hypervisor), side by side.
 fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     let trees = paths::cache()?.join("trees").join(&source.base);
     let state = trees.join("series-check.state");
@@ -184,13 +217,15 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     let config: BuildConfig = BuildConfig::load()?;
     let mut key = paths::KeyBuilder::default();
     key.add("xen tree", &source.tree)
+        .add("kconfig", config.hypervisor.kconfig.join("\n"))
         .add("configure", config.tools.configure.join("\n"))
         .add("toolchain", build::toolchain()?)
-        .add("series_check.rs", include_str!("series_check.rs"))
-        .add("build.rs", include_str!("build.rs"));
+        .add("recipe", RECIPE)
+        .add("build recipe", build::RECIPE);
     let mut keys = Vec::new();
     for p in &series.patches {
-        key.add("patch", std::fs::read(&p.path)?);
+        let body = std::fs::read(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
+        key.add("patch", body);
         keys.push(key.finish());
     }
     if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
@@ -211,7 +246,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     };
     if arm.exists() && cmd!(sh, "git -C {arm} rev-parse -q HEAD").quiet().ignore_stdout().run().is_err() {
         // Its repository was made anew: the old worktree is no more.
-        std::fs::remove_dir_all(&arm)?;
+        std::fs::remove_dir_all(&arm).with_context(|| format!("removing {}", arm.display()))?;
     }
     if !arm.join(".git").exists() {
         let _cd = sh.push_dir(&x86);
@@ -219,49 +254,62 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         cmd!(sh, "git worktree add -q --detach {arm} HEAD").quiet().run()?;
     }
     let jobs = build::jobs();
-    // The tools are built with the OCaml bindings, which xenopsd uses.
-    let configure: Vec<String> = config
-        .tools
-        .configure
-        .iter()
-        .map(|a| a.replace("--disable-ocamltools", "--enable-ocamltools"))
-        .collect();
 
+    // Patches before the first without a memo passed before.
+    let first = keys.iter().position(|k| !state.join(format!("{k}.ok")).exists()).expect("some patch not built");
     for (i, (p, commit)) in all.iter().zip(&commits).enumerate() {
         let ok = state.join(format!("{}.ok", keys[i]));
-        if ok.exists() {
+        if i < first {
             eprintln!("series: {} ... built before", p.name());
             continue;
         }
         let logs = state.join(format!("{:02}", i + 1));
-        std::fs::create_dir_all(&logs)?;
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         for tree in [&x86, &arm] {
             let _cd = sh.push_dir(tree);
             cmd!(sh, "git checkout -q --detach {commit}").quiet().run()?;
         }
+        let text = std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
+        let affects = affects(&text);
+        // Only what the patch can change is built: the rest of the tree is
+        // the previous commit's, which passed (its memo is a prefix of
+        // this one's key). make, working from the tree as an earlier run
+        // left it, rebuilds whatever the checkout changed.
         let step = |what: &str| format!("{} ({what})", p.name());
-        let mut did = vec!["x86_64"];
-        if !x86.join("xen/.config").exists() {
-            run_logged(&x86, &logs, "x86_64-config", "make", &["-C", "xen", "defconfig"])?;
-        }
-        run_logged(&x86, &logs, "x86_64", "make", &["-C", "xen", "-j", &jobs]).with_context(|| step("x86_64 hypervisor"))?;
-        if !arm.join("xen/.config").exists() {
-            let mut args = vec!["-C", "xen", "defconfig"];
-            args.extend(ARM64);
-            run_logged(&arm, &logs, "arm64-config", "make", &args)?;
-        }
-        let mut args = vec!["-C", "xen", "-j", &jobs];
-        args.extend(ARM64);
-        run_logged(&arm, &logs, "arm64", "make", &args).with_context(|| step("arm64 hypervisor"))?;
-        did.push("arm64");
-        let text = std::fs::read_to_string(&p.path)?;
-        if touches_tools(&text) {
-            build::configure_tools(&x86, &state, &configure)?;
-            run_logged(&x86, &logs, "tools", "make", &["build-tools", "-j", &jobs]).with_context(|| step("tools"))?;
-            did.push("tools with OCaml bindings");
-        }
-        std::fs::write(&ok, did.join(", "))?;
-        eprintln!("series: {} ... builds: {}", p.name(), did.join(", "));
+        let mut did = Vec::new();
+        std::thread::scope(|s| -> Result<()> {
+            let arm64 = affects.hypervisor.then(|| {
+                s.spawn(|| -> Result<()> {
+                    if !arm.join("xen/.config").exists() {
+                        let mut args = vec!["-C", "xen", "defconfig"];
+                        args.extend(ARM64);
+                        run_logged(&arm, &logs, "arm64-config", "make", &args)?;
+                    }
+                    let mut args = vec!["-C", "xen", "-j", &jobs];
+                    args.extend(ARM64);
+                    run_logged(&arm, &logs, "arm64", "make", &args).with_context(|| step("arm64 hypervisor"))
+                })
+            });
+            if affects.hypervisor {
+                build::configure_hypervisor(&x86, &state, &config.hypervisor)?;
+                run_logged(&x86, &logs, "x86_64", "make", &["-C", "xen", "-j", &jobs])
+                    .with_context(|| step("x86_64 hypervisor"))?;
+                did.push("x86_64");
+            }
+            if affects.tools {
+                build::configure_tools(&x86, &state, &config.tools.configure)?;
+                run_logged(&x86, &logs, "tools", "make", &["build-tools", "-j", &jobs]).with_context(|| step("tools"))?;
+                did.push("tools with OCaml bindings");
+            }
+            if let Some(arm64) = arm64 {
+                arm64.join().expect("the arm64 build panicked")?;
+                did.push("arm64");
+            }
+            Ok(())
+        })?;
+        let what = if did.is_empty() { "nothing to build (applies)".to_string() } else { format!("builds: {}", did.join(", ")) };
+        std::fs::write(&ok, &what).with_context(|| format!("writing {}", ok.display()))?;
+        eprintln!("series: {} ... {what}", p.name());
     }
     Ok(())
 }
@@ -279,7 +327,26 @@ mod tests {
     #[test]
     fn well_formed_patch() {
         assert_eq!(check_form("0001.patch", GOOD), []);
-        assert!(!touches_tools(GOOD));
+        assert_eq!(affects(GOOD), Affects { hypervisor: true, tools: false });
+    }
+
+    #[test]
+    fn what_a_patch_affects() {
+        let touching = |files: &[&str]| {
+            let diffs: String = files.iter().map(|f| format!("--- a/{f}\n+++ b/{f}\n@@ -1 +1 @@\n-a\n+b\n")).collect();
+            affects(&format!("Subject: x: y\n\nWhy.\n---\n{diffs}"))
+        };
+        let both = Affects { hypervisor: true, tools: true };
+        assert_eq!(touching(&["tools/libs/light/libxl_dom.c"]), Affects { hypervisor: false, tools: true });
+        assert_eq!(touching(&["xen/include/public/domctl.h", "tools/ocaml/libs/xc/xenctrl.ml"]), both);
+        assert_eq!(touching(&["xen/include/public/domctl.h"]), both);
+        assert_eq!(touching(&["xen/common/domain.c"]), Affects { hypervisor: true, tools: false });
+        assert_eq!(touching(&["CHANGELOG.md"]), Affects { hypervisor: false, tools: false });
+        assert_eq!(touching(&["docs/misc/xen-command-line.pandoc"]), Affects { hypervisor: false, tools: false });
+        assert_eq!(touching(&["Config.mk"]), both);
+        // A new file: its `--- a/` side is /dev/null.
+        let new_file = "--- /dev/null\n+++ b/tools/tests/numa/Makefile\n@@ -0,0 +1 @@\n+all:\n";
+        assert_eq!(affects(new_file), Affects { hypervisor: false, tools: true });
     }
 
     #[test]
