@@ -78,8 +78,12 @@ fn strip_prefix(line: &str) -> &str {
 pub enum StepKind {
     /// dom0's own set-up, e.g. pinning its vCPUs.
     Dom0,
+    /// A cpupool made for the scenario.
+    Cpupool,
     /// `xl create` of one of the scenario's domains.
     Create,
+    /// `xl destroy` of one, in the scenario's plan.
+    Destroy,
     /// A test program that must exit 0.
     Check,
     /// Output the report is made from (`xl info -n`, the `u` key, ...).
@@ -90,7 +94,9 @@ impl StepKind {
     fn parse(word: &str) -> Option<StepKind> {
         Some(match word {
             "dom0" => StepKind::Dom0,
+            "cpupool" => StepKind::Cpupool,
             "create" => StepKind::Create,
+            "destroy" => StepKind::Destroy,
             "check" => StepKind::Check,
             "collect" => StepKind::Collect,
             _ => return None,
@@ -100,7 +106,9 @@ impl StepKind {
     pub fn name(self) -> &'static str {
         match self {
             StepKind::Dom0 => "dom0",
+            StepKind::Cpupool => "cpupool",
             StepKind::Create => "create",
+            StepKind::Destroy => "destroy",
             StepKind::Check => "check",
             StepKind::Collect => "collect",
         }
@@ -179,7 +187,7 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
             let bad = || anyhow::anyhow!("malformed step line {line:?}");
             let w: Vec<&str> = head.split_whitespace().collect();
             let [kind, name, rc, count] = w[..] else { return Err(bad()) };
-            let kind = StepKind::parse(kind).ok_or_else(|| anyhow::anyhow!("unknown step kind in {line:?} (dom0, create, check or collect)"))?;
+            let kind = StepKind::parse(kind).ok_or_else(|| anyhow::anyhow!("unknown step kind in {line:?} (dom0, cpupool, create, destroy, check or collect)"))?;
             let rc = rc.strip_prefix("rc=").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
             let count = count.strip_prefix("lines=").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
             if current.as_ref().is_some_and(|p| p.step.kind == kind && p.step.name == name) {

@@ -230,9 +230,14 @@ impl Report {
         // The debug key lists every domain, including ones xl did not list
         // (being destroyed, or system domains): keep only named ones.
         report.domains = domains.into_values().filter(|d| !d.name.is_empty()).collect();
+        let alive = scenario.alive_at_end();
         for d in &scenario.domains {
-            if !report.domains.iter().any(|r| r.name == d.name) {
+            let listed = report.domains.iter().any(|r| r.name == d.name);
+            if alive.contains(&d.name) && !listed {
                 bail!("domain {} was created but is not in the results", d.name);
+            }
+            if !alive.contains(&d.name) && listed {
+                bail!("domain {} was destroyed by the scenario's plan but is still there", d.name);
             }
         }
         Ok(report)
@@ -403,6 +408,30 @@ mod tests {
         }];
         let err = Report::new(&t, &s, booted("patched"), &steps).unwrap_err().to_string();
         assert_eq!(err, "scenario step `create pinned-node1` failed (exit status 3):\n    libxl: error: cannot allocate");
+    }
+
+    /// The domains in the results must be exactly those the plan leaves:
+    /// one it destroyed and that is still listed is an error (a leak), as
+    /// is one it created and that is not.
+    #[test]
+    fn plan_decides_which_domains_must_be_there() {
+        let t = Topology::load(&paths::default_topology()).unwrap();
+        let s: Scenario = crate::config::parse_yaml(
+            "description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100}\n\
+             - {name: b, type: pv, vcpus: 1, memory_mib: 100}\nplan: [{create: a}, {destroy: a}, {create: b}]\n\
+             collect: [xl-list]\n",
+        )
+        .unwrap();
+        let list = |names: &[(&str, u32)]| {
+            let mut out = vec!["Name                                        ID   Mem VCPUs\tState\tTime(s)\tNODE Affinity".to_string()];
+            out.extend(names.iter().map(|(n, id)| format!("{n:<40}{id:>6}   100     1     --p---       0.0 all")));
+            [console::Step { kind: console::StepKind::Collect, name: "xl-list".into(), rc: 0, output: out }]
+        };
+        assert!(Report::new(&t, &s, booted("patched"), &list(&[("Domain-0", 0), ("b", 2)])).is_ok());
+        let err = Report::new(&t, &s, booted("patched"), &list(&[("Domain-0", 0), ("a", 1), ("b", 2)])).unwrap_err();
+        assert_eq!(err.to_string(), "domain a was destroyed by the scenario's plan but is still there");
+        let err = Report::new(&t, &s, booted("patched"), &list(&[("Domain-0", 0)])).unwrap_err();
+        assert_eq!(err.to_string(), "domain b was created but is not in the results");
     }
 
     #[test]

@@ -176,7 +176,8 @@ impl Booter {
 /// Where the boots in `dirs` spent their time: for each phase of a boot
 /// (see [`boot::Timeline::phases`]), the median and the longest, one line
 /// each. Boots without a timeline (not run) are left out.
-pub fn time_summary(dirs: &[RunDir]) -> String {
+/// `None` when no boot ran (every console was read again).
+pub fn time_summary(dirs: &[RunDir]) -> Option<String> {
     let timelines: Vec<boot::Timeline> = dirs
         .iter()
         .filter_map(|d| std::fs::read_to_string(d.path().join(boot::TIMELINE)).ok())
@@ -191,12 +192,15 @@ pub fn time_summary(dirs: &[RunDir]) -> String {
             }
         }
     }
+    if timelines.is_empty() {
+        return None;
+    }
     let mut out = format!("where {} boot(s) spent their time (median / longest, seconds):\n", timelines.len());
     for (name, mut v) in phases {
         v.sort_by(f64::total_cmp);
         out.push_str(&format!("    {name:<24} {:>6.1} / {:>6.1}\n", v[v.len() / 2], v[v.len() - 1]));
     }
-    out
+    Some(out)
 }
 
 /// Runs `work(0..count)` on up to `jobs` threads and hands each result to

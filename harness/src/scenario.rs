@@ -37,9 +37,23 @@ pub struct Scenario {
     /// 0, and its output lines starting `PASS` or `FAIL` go in the report.
     #[serde(default)]
     pub checks: Vec<Check>,
-    /// Created paused with `xl create -p`, in order (domain IDs 1, 2, ...).
+    /// CPU pools made before anything else: each takes its CPUs out of
+    /// Pool-0 and is created with them.
+    #[serde(default)]
+    pub cpupools: Vec<Cpupool>,
+    /// The domains, each created paused with `xl create -p`: in order, or
+    /// when `plan` says.
     #[serde(default)]
     pub domains: Vec<Domain>,
+    /// The order in which domains are created and destroyed (each domain
+    /// created once at least); by default each is created in turn.
+    /// Written `- create: NAME`, `- destroy: NAME`.
+    #[serde(default, with = "yaml_serde::with::singleton_map_recursive")]
+    pub plan: Option<Vec<PlanStep>>,
+    /// The topologies (file names) `cargo xtask test` runs the scenario on,
+    /// for scenarios sized for them; by default every topology it fits.
+    /// `boot` runs it on any topology it fits.
+    pub topologies: Option<Vec<String>>,
     /// What dom0 collects after creating the domains.
     #[serde(default = "Collect::all")]
     pub collect: Vec<Collect>,
@@ -80,6 +94,24 @@ pub struct Check {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Cpupool {
+    pub name: String,
+    /// Its CPUs, as nodes or CPUs.
+    pub cpus: Affinity,
+}
+
+/// One step of a scenario's `plan`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PlanStep {
+    /// `xl create -p` of the domain of this name.
+    Create(String),
+    /// `xl destroy` of it.
+    Destroy(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Domain {
     pub name: String,
     #[serde(rename = "type")]
@@ -90,6 +122,13 @@ pub struct Domain {
     pub hard_affinity: Option<Affinity>,
     /// xl's `cpus_soft`: where the vCPUs prefer to run.
     pub soft_affinity: Option<Affinity>,
+    /// xl's `pool`: one of `cpupools`, or Pool-0 (the default).
+    pub pool: Option<String>,
+    /// Further lines for the domain's xl configuration, as written there
+    /// (e.g. `vnuma = [...]`, or `cpus = ["2", "3"]`, whose per-vCPU form
+    /// turns libxl's automatic placement off).
+    #[serde(default)]
+    pub xl: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -141,15 +180,105 @@ impl Collect {
 }
 
 impl Scenario {
+    /// A scenario to run on `topology`: well formed, and every node and CPU
+    /// it names there (see [`Scenario::fits`]).
     pub fn load(path: &Path, topology: &Topology) -> Result<Scenario> {
-        let mut s: Scenario = crate::config::load_yaml(path)?;
-        s.name = crate::config::stem(path)?;
-        s.path = path.to_path_buf();
-        s.validate(topology).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let s = Scenario::load_any(path)?;
+        if let Err(why) = s.fits(topology) {
+            bail!("{}: does not fit topology {} ({}): {why}", path.display(), topology.name, topology.path.display());
+        }
         Ok(s)
     }
 
-    fn validate(&self, topology: &Topology) -> Result<()> {
+    /// A well-formed scenario, whatever topology it is for.
+    pub fn load_any(path: &Path) -> Result<Scenario> {
+        let mut s: Scenario = crate::config::load_yaml(path)?;
+        s.name = crate::config::stem(path)?;
+        s.path = path.to_path_buf();
+        s.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Whether the scenario can run on `topology`: the nodes and CPUs it
+    /// names exist there, and the nodes it confines vCPUs to (dom0's or a
+    /// domain's hard affinity) have CPUs. The `Err` says what is missing,
+    /// naming the field; `cargo xtask test` skips the pair with it.
+    pub fn fits(&self, topology: &Topology) -> Result<(), String> {
+        if let Some(a) = &self.dom0_hard_affinity {
+            a.fits(topology, "dom0_hard_affinity", true)?;
+        }
+        let mut pooled = std::collections::BTreeSet::new();
+        for (i, p) in self.cpupools.iter().enumerate() {
+            p.cpus.fits(topology, &format!("cpupools[{i}].cpus"), true)?;
+            let cpus = p.cpus.cpu_set(topology);
+            if let Some(c) = cpus.intersection(&pooled).next() {
+                return Err(format!("field `cpupools[{i}].cpus`: CPU {c} is in an earlier pool too"));
+            }
+            pooled.extend(cpus);
+        }
+        let pool0: Vec<u32> = (0..topology.total_cpus()).filter(|c| !pooled.contains(c)).collect();
+        if pool0.is_empty() {
+            return Err("field `cpupools`: they leave Pool-0, where dom0 runs, no CPU".into());
+        }
+        if let Some(a) = &self.dom0_hard_affinity {
+            if !a.cpu_set(topology).iter().any(|c| pool0.contains(c)) {
+                return Err("field `dom0_hard_affinity`: none of its CPUs is left in Pool-0, where dom0 runs".into());
+            }
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            for (field, aff, runs_there) in
+                [("hard_affinity", &d.hard_affinity, true), ("soft_affinity", &d.soft_affinity, false)]
+            {
+                if let Some(aff) = aff {
+                    aff.fits(topology, &format!("domains[{i}].{field}"), runs_there)?;
+                }
+            }
+            let pool_cpus: std::collections::BTreeSet<u32> = match self.cpupools.iter().find(|p| Some(&p.name) == d.pool.as_ref()) {
+                Some(p) => p.cpus.cpu_set(topology),
+                None => pool0.iter().copied().collect(),
+            };
+            if let Some(hard) = &d.hard_affinity {
+                if hard.cpu_set(topology).is_disjoint(&pool_cpus) {
+                    return Err(format!(
+                        "field `domains[{i}].hard_affinity`: no CPU of it is in the domain's cpupool ({})",
+                        d.pool.as_deref().unwrap_or("Pool-0")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `cargo xtask test` runs the scenario on `topology` (if it
+    /// fits): its `topologies`, if it names them.
+    pub fn made_for(&self, topology: &Topology) -> Result<(), String> {
+        match &self.topologies {
+            Some(names) if !names.contains(&topology.name) => Err(format!("field `topologies`: made for {} only", names.join(", "))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The domains that exist after the last step of the plan.
+    pub fn alive_at_end(&self) -> std::collections::BTreeSet<String> {
+        let mut alive = std::collections::BTreeSet::new();
+        for step in self.steps() {
+            match step {
+                PlanStep::Create(name) => alive.insert(name),
+                PlanStep::Destroy(name) => alive.remove(&name),
+            };
+        }
+        alive
+    }
+
+    /// The plan's steps: `plan`, or each domain created in turn.
+    pub fn steps(&self) -> Vec<PlanStep> {
+        match &self.plan {
+            Some(plan) => plan.clone(),
+            None => self.domains.iter().map(|d| PlanStep::Create(d.name.clone())).collect(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
         if self.patched_matches_baseline && !Flavor::ALL.iter().all(|f| self.builds.contains(f)) {
             bail!("field `patched_matches_baseline`: needs both builds in `builds`");
         }
@@ -168,7 +297,7 @@ impl Scenario {
             }
         }
         if let Some(a) = &self.dom0_hard_affinity {
-            validate_affinity(a, topology, "dom0_hard_affinity")?;
+            a.validate("dom0_hard_affinity")?;
         }
         let mut seen = BTreeMap::new();
         for (i, d) in self.domains.iter().enumerate() {
@@ -187,8 +316,52 @@ impl Scenario {
             }
             for (field, aff) in [("hard_affinity", &d.hard_affinity), ("soft_affinity", &d.soft_affinity)] {
                 if let Some(aff) = aff {
-                    validate_affinity(aff, topology, &format!("domains[{i}].{field}"))?;
+                    aff.validate(&format!("domains[{i}].{field}"))?;
                 }
+            }
+        }
+        let mut pools = BTreeMap::new();
+        for (i, p) in self.cpupools.iter().enumerate() {
+            if !is_name(&p.name) || p.name == "Pool-0" {
+                bail!("field `cpupools[{i}].name`: {:?} is not a name for a new pool (letters, digits and `-`; not Pool-0)", p.name);
+            }
+            if let Some(j) = pools.insert(p.name.clone(), i) {
+                bail!("field `cpupools[{i}].name`: {:?} is also the name of cpupools[{j}]", p.name);
+            }
+            p.cpus.validate(&format!("cpupools[{i}].cpus"))?;
+        }
+        for (i, d) in self.domains.iter().enumerate() {
+            if let Some(pool) = &d.pool {
+                if pool != "Pool-0" && !pools.contains_key(pool) {
+                    bail!("field `domains[{i}].pool`: no cpupool {pool:?} in `cpupools` (nor Pool-0)");
+                }
+            }
+            for (j, line) in d.xl.iter().enumerate() {
+                if line.trim().is_empty() || line.contains('\n') {
+                    bail!("field `domains[{i}].xl[{j}]`: one line of xl configuration, not empty");
+                }
+            }
+        }
+        if let Some(plan) = &self.plan {
+            let mut alive = BTreeMap::new();
+            for (i, step) in plan.iter().enumerate() {
+                let (name, creating) = match step {
+                    PlanStep::Create(n) => (n, true),
+                    PlanStep::Destroy(n) => (n, false),
+                };
+                if !seen.contains_key(name) {
+                    bail!("field `plan[{i}]`: no domain {name:?} in `domains`");
+                }
+                let was = alive.insert(name.clone(), creating).unwrap_or(false);
+                if creating && was {
+                    bail!("field `plan[{i}]`: {name:?} is created again before it is destroyed");
+                }
+                if !creating && !was {
+                    bail!("field `plan[{i}]`: {name:?} is destroyed before it is created");
+                }
+            }
+            if let Some(d) = self.domains.iter().find(|d| !alive.contains_key(&d.name)) {
+                bail!("field `plan`: domain {:?} is never created", d.name);
             }
         }
         if self.collect.is_empty() {
@@ -210,12 +383,20 @@ impl Scenario {
         if let Some(a) = &self.dom0_hard_affinity {
             writeln!(plan, "pin_dom0 {}", a.xl()).unwrap();
         }
+        for p in &self.cpupools {
+            writeln!(plan, "cpupool {} {}", p.name, p.cpus.xl()).unwrap();
+        }
         for c in &self.checks {
             writeln!(plan, "check {} {}", c.name, c.command.join(" ")).unwrap();
         }
         for d in &self.domains {
             files.push((format!("domains/{}.cfg", d.name), d.xl_config()));
-            writeln!(plan, "create {}", d.name).unwrap();
+        }
+        for step in self.steps() {
+            match step {
+                PlanStep::Create(name) => writeln!(plan, "create {name}").unwrap(),
+                PlanStep::Destroy(name) => writeln!(plan, "destroy {name}").unwrap(),
+            }
         }
         for c in &self.collect {
             let (section, command) = c.section();
@@ -246,6 +427,12 @@ impl Domain {
         if let Some(a) = &self.soft_affinity {
             writeln!(cfg, "cpus_soft = \"{}\"", a.xl()).unwrap();
         }
+        if let Some(pool) = &self.pool {
+            writeln!(cfg, "pool = \"{pool}\"").unwrap();
+        }
+        for line in &self.xl {
+            writeln!(cfg, "{line}").unwrap();
+        }
         cfg
     }
 }
@@ -256,42 +443,57 @@ fn is_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
-/// One affinity's nodes or CPUs exist in the topology; `field` is its path.
-fn validate_affinity(aff: &Affinity, topology: &Topology, field: &str) -> Result<()> {
-    let at = |f: &str| format!("field `{field}{f}`");
-    match (&aff.nodes, &aff.cpus) {
-        (Some(nodes), None) => {
-            if nodes.is_empty() {
-                bail!("{}: an empty node list", at(""));
-            }
-            if let Some(n) = nodes.iter().find(|&&n| n as usize >= topology.nodes.len()) {
-                bail!(
-                    "{}: node {n}, but topology {} has only nodes 0-{}",
-                    at(".nodes"),
-                    topology.name,
-                    topology.nodes.len() - 1
-                );
-            }
-        }
-        (None, Some(cpus)) => {
-            if cpus.is_empty() {
-                bail!("{}: an empty CPU list", at(""));
-            }
-            if let Some(c) = cpus.iter().find(|&&c| c >= topology.total_cpus()) {
-                bail!(
-                    "{}: CPU {c}, but topology {} has only CPUs 0-{}",
-                    at(".cpus"),
-                    topology.name,
-                    topology.total_cpus() - 1
-                );
-            }
-        }
-        _ => bail!("{}: give either `nodes` or `cpus`", at("")),
-    }
-    Ok(())
-}
-
 impl Affinity {
+    /// Exactly one of `nodes` and `cpus`, not empty; `field` is its path.
+    fn validate(&self, field: &str) -> Result<()> {
+        match (&self.nodes, &self.cpus) {
+            (Some(list), None) | (None, Some(list)) if list.is_empty() => {
+                let what = if self.nodes.is_some() { "node" } else { "CPU" };
+                bail!("field `{field}`: an empty {what} list")
+            }
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            _ => bail!("field `{field}`: give either `nodes` or `cpus`"),
+        }
+    }
+
+    /// The nodes or CPUs exist in `topology`; if vCPUs are confined to
+    /// them (`runs_there`), they include a CPU.
+    fn fits(&self, topology: &Topology, field: &str, runs_there: bool) -> Result<(), String> {
+        let last_node = topology.nodes.len() - 1;
+        if let Some(nodes) = &self.nodes {
+            if let Some(n) = nodes.iter().find(|&&n| n as usize > last_node) {
+                return Err(format!("field `{field}.nodes`: node {n}, but topology {} has only nodes 0-{last_node}", topology.name));
+            }
+            if runs_there && nodes.iter().all(|&n| topology.nodes[n as usize].cpus == 0) {
+                let list: Vec<String> = nodes.iter().map(u32::to_string).collect();
+                return Err(format!(
+                    "field `{field}.nodes`: node(s) {} of topology {} have no CPU for the vCPUs to run on",
+                    list.join(", "),
+                    topology.name
+                ));
+            }
+        }
+        if let Some(cpus) = &self.cpus {
+            let total = topology.total_cpus();
+            if let Some(c) = cpus.iter().find(|&&c| c >= total) {
+                return Err(format!("field `{field}.cpus`: CPU {c}, but topology {} has only CPUs 0-{}", topology.name, total - 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host CPUs it names.
+    pub fn cpu_set(&self, topology: &Topology) -> std::collections::BTreeSet<u32> {
+        match (&self.nodes, &self.cpus) {
+            (Some(nodes), _) => nodes
+                .iter()
+                .filter(|&&n| (n as usize) < topology.nodes.len())
+                .flat_map(|&n| topology.node_cpus(n as usize))
+                .collect(),
+            (None, cpus) => cpus.iter().flatten().copied().collect(),
+        }
+    }
+
     /// xl's CPU list syntax: `node:1,node:2` or `2,3`.
     fn xl(&self) -> String {
         let list: Vec<String> = match (&self.nodes, &self.cpus) {
@@ -313,18 +515,56 @@ mod tests {
 
     fn parse(text: &str) -> Result<Scenario> {
         let s: Scenario = crate::config::parse_yaml(text).map_err(|e| anyhow::anyhow!(e))?;
-        s.validate(&two_node())?;
+        s.validate()?;
+        s.fits(&two_node()).map_err(|e| anyhow::anyhow!(e))?;
         Ok(s)
     }
 
     #[test]
     fn shipped_scenarios_load_on_every_topology() {
-        for t in ["two-node", "four-node"] {
+        for t in ["two-node", "four-node", "memory-only-node", "unequal-nodes"] {
             let topology = Topology::load(&paths::images_dir().join(format!("topologies/{t}.yaml"))).unwrap();
             for entry in std::fs::read_dir(paths::images_dir().join("scenarios")).unwrap() {
                 Scenario::load(&entry.unwrap().path(), &topology).unwrap();
             }
         }
+    }
+
+    /// Whether a scenario fits a topology: nodes and CPUs that exist, and
+    /// vCPUs confined only where there are CPUs. A soft affinity may name a
+    /// memory-only node (libxl then has no CPU to prefer there, which is
+    /// the domain's business, not a misfit).
+    #[test]
+    fn fits_topologies_of_any_shape() {
+        let topology = |nodes: &str, distances: &str| {
+            let t: Topology =
+                crate::config::parse_yaml(&format!("description: x\nnodes: [{nodes}]\ndistances: {distances}\n")).unwrap();
+            Topology { name: "t".into(), ..t }
+        };
+        let one = topology("{cpus: 1, memory_mib: 1024}", "[[10]]");
+        let memory_only_1 = topology("{cpus: 2, memory_mib: 1024}, {cpus: 0, memory_mib: 512}", "[[10, 20], [20, 10]]");
+        let scenario = |domain: &str| {
+            let s: Scenario = crate::config::parse_yaml(&format!(
+                "description: x\ndomains:\n- {{name: a, type: pv, vcpus: 1, memory_mib: 100{domain}}}\n"
+            ))
+            .unwrap();
+            s.validate().unwrap();
+            s
+        };
+        let hard1 = scenario(", hard_affinity: {nodes: [1]}");
+        assert_eq!(hard1.fits(&one).unwrap_err(), "field `domains[0].hard_affinity.nodes`: node 1, but topology t has only nodes 0-0");
+        assert_eq!(
+            hard1.fits(&memory_only_1).unwrap_err(),
+            "field `domains[0].hard_affinity.nodes`: node(s) 1 of topology t have no CPU for the vCPUs to run on"
+        );
+        assert_eq!(scenario(", hard_affinity: {nodes: [0, 1]}").fits(&memory_only_1), Ok(()));
+        assert_eq!(scenario(", soft_affinity: {nodes: [1]}").fits(&memory_only_1), Ok(()));
+        assert_eq!(
+            scenario(", soft_affinity: {cpus: [2]}").fits(&memory_only_1).unwrap_err(),
+            "field `domains[0].soft_affinity.cpus`: CPU 2, but topology t has only CPUs 0-1"
+        );
+        let dom0: Scenario = crate::config::parse_yaml("description: x\ndom0_hard_affinity: {nodes: [1]}\n").unwrap();
+        assert!(dom0.fits(&memory_only_1).unwrap_err().starts_with("field `dom0_hard_affinity.nodes`: node(s) 1"));
     }
 
     #[test]
@@ -344,6 +584,71 @@ mod tests {
         assert_eq!(files[1].1.lines().skip(1).collect::<Vec<_>>(), ["create a", "collect xl-list xl list -n", "collect debug-key-u debug_key u"]);
     }
 
+    /// Cpupools, a pool and extra xl lines per domain, and a plan that
+    /// destroys one domain and creates another after it.
+    #[test]
+    fn dom0_files_with_pools_and_a_plan() {
+        let s = parse(
+            "description: x\ncpupools:\n- {name: node1, cpus: {nodes: [1]}}\n\
+             domains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, pool: node1, xl: ['cpus = [\"2\", \"3\"]']}\n\
+             - {name: b, type: pvh, vcpus: 1, memory_mib: 100}\n\
+             plan: [{create: a}, {destroy: a}, {create: b}, {create: a}]\ncollect: [xl-list]\n",
+        )
+        .unwrap();
+        let files = s.dom0_files();
+        assert_eq!(
+            files[0].1,
+            "name = \"a\"\ntype = \"pv\"\nkernel = \"/boot/numa-harness-guest\"\n\
+             memory = 100\nvcpus = 1\npool = \"node1\"\ncpus = [\"2\", \"3\"]\n"
+        );
+        assert_eq!(s.alive_at_end().into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        let plan = &files.last().unwrap().1;
+        assert_eq!(
+            plan.lines().skip(1).collect::<Vec<_>>(),
+            ["cpupool node1 node:1", "create a", "destroy a", "create b", "create a", "collect xl-list xl list -n"]
+        );
+    }
+
+    #[test]
+    fn plans_and_pools_are_checked() {
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        let two = "domains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100}\n- {name: b, type: pv, vcpus: 1, memory_mib: 100}\n";
+        assert_eq!(err(&format!("description: x\n{two}plan: [{{create: a}}, {{create: a}}]\n")), "field `plan[1]`: \"a\" is created again before it is destroyed");
+        assert_eq!(err(&format!("description: x\n{two}plan: [{{destroy: a}}]\n")), "field `plan[0]`: \"a\" is destroyed before it is created");
+        assert_eq!(err(&format!("description: x\n{two}plan: [{{create: c}}]\n")), "field `plan[0]`: no domain \"c\" in `domains`");
+        assert_eq!(err(&format!("description: x\n{two}plan: [{{create: a}}]\n")), "field `plan`: domain \"b\" is never created");
+        assert!(err(&format!("description: x\n{two}plan: [{{start: a}}]\n")).starts_with("field `plan[0]`: unknown variant `start`"));
+        assert_eq!(
+            err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, pool: p}\n"),
+            "field `domains[0].pool`: no cpupool \"p\" in `cpupools` (nor Pool-0)"
+        );
+        assert_eq!(
+            err("description: x\ncpupools: [{name: Pool-0, cpus: {nodes: [1]}}]\n"),
+            "field `cpupools[0].name`: \"Pool-0\" is not a name for a new pool (letters, digits and `-`; not Pool-0)"
+        );
+        assert_eq!(
+            err("description: x\ncpupools: [{name: all, cpus: {nodes: [0, 1]}}]\n"),
+            "field `cpupools`: they leave Pool-0, where dom0 runs, no CPU"
+        );
+        assert_eq!(
+            err("description: x\ndom0_hard_affinity: {nodes: [1]}\ncpupools: [{name: p, cpus: {nodes: [1]}}]\n"),
+            "field `dom0_hard_affinity`: none of its CPUs is left in Pool-0, where dom0 runs"
+        );
+        assert_eq!(
+            err("description: x\ncpupools: [{name: p, cpus: {cpus: [3]}}, {name: q, cpus: {nodes: [1]}}]\n"),
+            "field `cpupools[1].cpus`: CPU 3 is in an earlier pool too"
+        );
+        assert_eq!(
+            err("description: x\ncpupools: [{name: p, cpus: {nodes: [1]}}]\n\
+                 domains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, pool: p, hard_affinity: {nodes: [0]}}\n"),
+            "field `domains[0].hard_affinity`: no CPU of it is in the domain's cpupool (p)"
+        );
+        assert_eq!(
+            err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, xl: ['']}\n"),
+            "field `domains[0].xl[0]`: one line of xl configuration, not empty"
+        );
+    }
+
     #[test]
     fn errors_name_the_field() {
         let err = |t: &str| parse(t).unwrap_err().to_string();
@@ -355,6 +660,10 @@ mod tests {
             .starts_with("field `domains[0].type`: unknown variant `hvm`, expected `pv` or `pvh`"));
         assert!(err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 200}\n- {name: a, type: pv, vcpus: 1, memory_mib: 200}\n")
             .starts_with("field `domains[1].name`: \"a\" is also"));
+        assert_eq!(
+            err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 200, hard_affinity: {cpus: []}}\n"),
+            "field `domains[0].hard_affinity`: an empty CPU list"
+        );
         assert_eq!(
             err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 200, soft_affinity: {nodes: [0], cpus: [1]}}\n"),
             "field `domains[0].soft_affinity`: give either `nodes` or `cpus`"

@@ -27,20 +27,51 @@ use crate::{ci_lint, image, paths, snapshot, source_paths};
 /// linters), then per base its series check and its boots (topologies and
 /// scenarios by file name, baseline before patched, each only where the
 /// scenario runs on that build), then the source tests of the default base.
-fn plan(bases: &[Base], unit_only: bool) -> Result<Vec<Test>> {
+/// A scenario runs on the topologies its `topologies` names (all by
+/// default). Pairs of topology and scenario that don't fit (a node the
+/// topology lacks, vCPUs confined to a node without CPUs) are no tests:
+/// they come back apart, each with the reason.
+fn plan(bases: &[Base], unit_only: bool) -> Result<(Vec<Test>, Vec<String>)> {
     let mut plan = vec![Test::unit()];
+    let mut unfit = Vec::new();
     if unit_only {
-        return Ok(plan);
+        return Ok((plan, unfit));
     }
     plan.push(Test::lint());
-    let topologies = yaml_files(&paths::images_dir().join("topologies"))?;
-    let scenarios = yaml_files(&paths::images_dir().join("scenarios"))?;
-    for base in bases {
+    let topologies = yaml_files(&paths::images_dir().join("topologies"))?
+        .iter()
+        .map(|p| Topology::load(p))
+        .collect::<Result<Vec<_>>>()?;
+    let scenarios = yaml_files(&paths::images_dir().join("scenarios"))?
+        .iter()
+        .map(|p| Scenario::load_any(p))
+        .collect::<Result<Vec<_>>>()?;
+    for scenario in &scenarios {
+        for name in scenario.topologies.iter().flatten() {
+            if !topologies.iter().any(|t| &t.name == name) {
+                bail!(
+                    "{}: field `topologies`: no topology {name:?} in {}",
+                    scenario.path.display(),
+                    paths::images_dir().join("topologies").display()
+                );
+            }
+        }
+    }
+    for (b, base) in bases.iter().enumerate() {
         plan.push(Test::series(&base.name));
-        for tpath in &topologies {
-            let topology = Topology::load(tpath)?;
-            for spath in &scenarios {
-                let scenario = Scenario::load(spath, &topology)?;
+        for topology in &topologies {
+            let tpath = &topology.path;
+            for scenario in &scenarios {
+                let spath = &scenario.path;
+                if scenario.made_for(&topology).is_err() {
+                    continue;
+                }
+                if let Err(why) = scenario.fits(&topology) {
+                    if b == 0 {
+                        unfit.push(format!("{}/{}: {why}", topology.name, scenario.name));
+                    }
+                    continue;
+                }
                 for flavor in Flavor::ALL.into_iter().filter(|&f| scenario.runs_on(f)) {
                     let t = (topology.name.as_str(), tpath.clone());
                     let s = (scenario.name.as_str(), spath.clone());
@@ -52,13 +83,18 @@ fn plan(bases: &[Base], unit_only: bool) -> Result<Vec<Test>> {
     if let Some(default) = bases.iter().find(|b| b.default) {
         plan.extend(source_paths::TESTS.iter().map(|what| Test::source(&default.name, what)));
     }
-    Ok(plan)
+    Ok((plan, unfit))
 }
 
 pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     let bases = bases(t.base.as_deref())?;
     let selection = Selection { filters: t.filter.clone(), exact: t.exact, shard: t.shard };
-    let chosen = selection.choose(plan(&bases, t.unit_only)?)?;
+    let (plan, unfit) = plan(&bases, t.unit_only)?;
+    let chosen = selection.choose(plan)?;
+    let unfit_note = match unfit.len() {
+        0 => String::new(),
+        n => format!("; {n} pair(s) of topology and scenario don't fit, so are no tests:\n    {}", unfit.join("\n    ")),
+    };
     let skipped = match (chosen.filtered_out, chosen.other_shards) {
         (0, 0) => String::new(),
         (f, 0) => format!(" ({f} left out by the filters)"),
@@ -69,10 +105,10 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
         for test in &chosen.run {
             println!("{}", test.name);
         }
-        eprintln!("{} test(s){skipped}", chosen.run.len());
+        eprintln!("{} test(s){skipped}{unfit_note}", chosen.run.len());
         return Ok(());
     }
-    eprintln!("test: {} test(s){skipped}", chosen.run.len());
+    eprintln!("test: {} test(s){skipped}{unfit_note}", chosen.run.len());
 
     let mut run = Run { sh, flags: &t, booter: None, outcomes: Vec::new() };
     run.go(&bases, &chosen.run)?;
@@ -84,6 +120,9 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     }
     let failed: Vec<&str> = outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.name.as_str()).collect();
     println!("\ntest result: {} passed, {} failed{skipped}", outcomes.len() - failed.len(), failed.len());
+    if !unfit.is_empty() {
+        println!("not run, the scenario does not fit the topology: {} pair(s), listed at the start", unfit.len());
+    }
     if !failed.is_empty() {
         bail!(
             "failed: {}\n(review snapshot changes with `cargo insta review`; see README)",
@@ -197,7 +236,9 @@ impl Run<'_> {
             record(outcomes, &test.name, outcome, time);
             run_dirs.extend(run_dir);
         });
-        eprint!("test: {}", time_summary(&run_dirs));
+        if let Some(summary) = time_summary(&run_dirs) {
+            eprint!("test: {summary}");
+        }
         Ok(())
     }
 }
