@@ -69,6 +69,19 @@ impl Topology {
                 );
             }
         }
+        // Xen numbers nodes as it meets them in the SRAT, processor entries
+        // first (acpi_numa_init()): the nodes with CPUs in CPU order, then
+        // the memory-only ones. Only with the memory-only nodes last are
+        // Xen's node IDs those of this file (and of QEMU's -numa nodeid).
+        if let Some(first) = self.nodes.iter().position(|n| n.cpus == 0) {
+            if let Some(later) = self.nodes[first..].iter().position(|n| n.cpus > 0) {
+                bail!(
+                    "field `nodes[{first}]`: a memory-only node before nodes[{}], which has CPUs; Xen numbers \
+                     the nodes with CPUs first, so its node IDs would not be this file's: put memory-only nodes last",
+                    first + later
+                );
+            }
+        }
         // QEMU's ACPI tables give the first 640 KiB of the machine to node 0
         // whatever its memory, so a node 0 without memory would have some.
         if self.nodes[0].memory_mib == 0 {
@@ -205,37 +218,38 @@ mod tests {
     #[test]
     fn qemu_args_for_unequal_nodes() {
         let t = parse(
-            "description: x\nnodes:\n- {cpus: 2, memory_mib: 1024}\n- {cpus: 0, memory_mib: 512}\n\
-             - {cpus: 1, memory_mib: 0}\n- {cpus: 3, memory_mib: 768}\n\
+            "description: x\nnodes:\n- {cpus: 2, memory_mib: 1024}\n- {cpus: 1, memory_mib: 0}\n\
+             - {cpus: 3, memory_mib: 768}\n- {cpus: 0, memory_mib: 512}\n\
              distances: [[10, 20, 30, 40], [20, 10, 20, 30], [30, 20, 10, 20], [40, 30, 20, 10]]\n",
         )
         .unwrap();
         assert_eq!(t.total_cpus(), 6);
-        assert_eq!([t.node_cpus(0), t.node_cpus(1), t.node_cpus(2), t.node_cpus(3)], [0..2, 2..2, 2..3, 3..6]);
+        assert_eq!([t.node_cpus(0), t.node_cpus(1), t.node_cpus(2), t.node_cpus(3)], [0..2, 2..3, 3..6, 6..6]);
         let args = t.qemu_args().join(" ");
         assert_eq!(
             args.split(" -numa dist").next().unwrap(),
             "-m 2304M -smp 6,sockets=6,cores=1,threads=1 \
              -object memory-backend-ram,id=mem0,size=1024M -numa node,nodeid=0,cpus=0-1,memdev=mem0 \
-             -object memory-backend-ram,id=mem1,size=512M -numa node,nodeid=1,memdev=mem1 \
-             -numa node,nodeid=2,cpus=2-2 \
-             -object memory-backend-ram,id=mem3,size=768M -numa node,nodeid=3,cpus=3-5,memdev=mem3"
+             -numa node,nodeid=1,cpus=2-2 \
+             -object memory-backend-ram,id=mem2,size=768M -numa node,nodeid=2,cpus=3-5,memdev=mem2 \
+             -object memory-backend-ram,id=mem3,size=512M -numa node,nodeid=3,memdev=mem3"
         );
         assert_eq!(args.matches("-numa dist,").count(), 12);
     }
 
-    /// Equal nodes with a memory-only one between them keep one socket per
+    /// Equal nodes with a memory-only one after them keep one socket per
     /// node with CPUs.
     #[test]
-    fn qemu_smp_for_equal_nodes_around_a_memory_only_one() {
+    fn qemu_smp_for_equal_nodes_and_a_memory_only_one() {
         let t = parse(
-            "description: x\nnodes:\n- {cpus: 2, memory_mib: 1024}\n- {cpus: 0, memory_mib: 512}\n- {cpus: 2, memory_mib: 512}\n\
+            "description: x\nnodes:\n- {cpus: 2, memory_mib: 1024}\n- {cpus: 2, memory_mib: 512}\n- {cpus: 0, memory_mib: 512}\n\
              distances: [[10, 20, 30], [20, 10, 20], [30, 20, 10]]\n",
         )
         .unwrap();
         let args = t.qemu_args();
         assert_eq!(args[3], "4,sockets=2,cores=2,threads=1");
-        assert!(args.contains(&"node,nodeid=2,cpus=2-3,memdev=mem2".to_string()), "{args:?}");
+        assert!(args.contains(&"node,nodeid=1,cpus=2-3,memdev=mem1".to_string()), "{args:?}");
+        assert!(args.contains(&"node,nodeid=2,memdev=mem2".to_string()), "{args:?}");
     }
 
     #[test]
@@ -248,6 +262,8 @@ mod tests {
         let nodes = |list: &str| err(&format!("description: x\nnodes: [{list}]\ndistances: [[10, 20], [20, 10]]\n"));
         assert!(nodes("{cpus: 0, memory_mib: 1024}, {cpus: 0, memory_mib: 0}").starts_with("field `nodes[1]`: neither CPUs nor memory"));
         assert!(nodes("{cpus: 0, memory_mib: 1024}, {cpus: 0, memory_mib: 1024}").starts_with("field `nodes`: no node has a CPU"));
+        assert!(nodes("{cpus: 0, memory_mib: 1024}, {cpus: 2, memory_mib: 1024}")
+            .starts_with("field `nodes[0]`: a memory-only node before nodes[1], which has CPUs; Xen numbers"));
         assert!(nodes("{cpus: 2, memory_mib: 0}, {cpus: 2, memory_mib: 1024}").starts_with("field `nodes[0].memory_mib`: node 0 needs memory"));
         assert!(nodes("{cpus: 2, memory_mib: 1024}, {cpus: 2, memory_mib: 100}").starts_with("field `nodes[1].memory_mib`: 100 MiB is too little"));
         assert!(nodes("{cpus: 2, memory_mib: 512}, {cpus: 2, memory_mib: 256}").starts_with("field `nodes`: 768 MiB in all"));
