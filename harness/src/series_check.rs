@@ -195,22 +195,27 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         Ok(text) => findings.extend(check_cover_letter(&text)),
         Err(_) => findings.push(Finding { patch: COVER_LETTER.into(), what: "missing".into() }),
     }
-    for p in &series.patches {
-        let text = std::fs::read_to_string(&p.path)?;
-        findings.extend(check_form(&p.name(), &text));
+    let texts = series
+        .patches
+        .iter()
+        .map(|p| std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display())))
+        .collect::<Result<Vec<String>>>()?;
+    for (p, text) in series.patches.iter().zip(&texts) {
+        findings.extend(check_form(&p.name(), text));
     }
     if !findings.is_empty() {
         let list: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.patch, f.what)).collect();
         bail!("the series' form needs fixing:\n    {}", list.join("\n    "));
     }
     eprintln!("series: {}: {} patches and the cover letter are well formed", source.base, series.patches.len());
-    build_each(sh, source, series)
+    build_each(sh, source, series, &texts)
 }
 
 /// Builds every patch of the series in turn, in two work trees that walk
 /// the series' commits: x86_64 (hypervisor configured as the builds are,
-/// and the tools) and arm64 (hypervisor), side by side.
-fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
+/// and the tools) and arm64 (hypervisor), side by side. `texts` are the
+/// patches' contents, as [`check`] read them.
+fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String]) -> Result<()> {
     let trees = paths::cache()?.join("trees").join(&source.base);
     let state = trees.join("series-check.state");
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
@@ -223,9 +228,8 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         .add("recipe", RECIPE)
         .add("build recipe", build::RECIPE);
     let mut keys = Vec::new();
-    for p in &series.patches {
-        let body = std::fs::read(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
-        key.add("patch", body);
+    for text in texts {
+        key.add("patch", text);
         keys.push(key.finish());
     }
     if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
@@ -269,8 +273,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
             let _cd = sh.push_dir(tree);
             cmd!(sh, "git checkout -q --detach {commit}").quiet().run()?;
         }
-        let text = std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
-        let affects = affects(&text);
+        let affects = affects(&texts[i]);
         // Only what the patch can change is built: the rest of the tree is
         // the previous commit's, which passed (its memo is a prefix of
         // this one's key). make, working from the tree as an earlier run

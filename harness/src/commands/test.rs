@@ -63,10 +63,10 @@ fn plan(bases: &[Base], unit_only: bool) -> Result<(Vec<Test>, Vec<String>)> {
             let tpath = &topology.path;
             for scenario in &scenarios {
                 let spath = &scenario.path;
-                if scenario.made_for(&topology).is_err() {
+                if scenario.made_for(topology).is_err() {
                     continue;
                 }
-                if let Err(why) = scenario.fits(&topology) {
+                if let Err(why) = scenario.fits(topology) {
                     if b == 0 {
                         unfit.push(format!("{}/{}: {why}", topology.name, scenario.name));
                     }
