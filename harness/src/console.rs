@@ -206,7 +206,16 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
             let Some((n, text)) = rest.split_once('|').and_then(|(n, t)| Some((n.parse::<usize>().ok()?, t))) else {
                 continue;
             };
-            let text = text.strip_prefix(' ').unwrap_or(text).to_string();
+            let text = text.strip_prefix(' ').unwrap_or(text);
+            // Xen shares the serial line: a message of its own (seen: "(XEN)
+            // uart interrupt taking more than 4ms") can land inside a line
+            // of the block and runs to its end. Only a line of `xl dmesg`
+            // starts with "(XEN) ".
+            let text = match text.get(1..).and_then(|t| t.find("(XEN) ")) {
+                Some(i) => &text[..i + 1],
+                None => text,
+            }
+            .to_string();
             let Some(p) = current.as_mut() else {
                 bail!("output line before the first step: {line:?}");
             };
@@ -228,6 +237,18 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// From a real boot (master, unequal-nodes, default): Xen's serial
+    /// driver wrote its message into a line of `xl vcpu-list`.
+    #[test]
+    fn xen_message_inside_a_block_line() {
+        let console = "==== numa-harness result begin ====\n### collect xl-vcpu-list rc=0 lines=2\n\
+            |1| (XEN) not cut at the start\n\
+            |2| unpinned 2 0 - --p 0.0 all / 0-1(XEN) uart interrupt taking more than 4ms, switched to polling\n\
+            ==== numa-harness result end: 1 steps, 0 failed ====\n";
+        let steps = result_block(console).unwrap();
+        assert_eq!(steps[0].output, ["(XEN) not cut at the start", "unpinned 2 0 - --p 0.0 all / 0-1"]);
+    }
 
     #[test]
     fn events() {
