@@ -194,8 +194,10 @@ fn key(base: &str, source_tree: &str, change: &str) -> Result<String> {
 fn patches_id(patches: &[&Patch]) -> Result<String> {
     let mut k = paths::KeyBuilder::default();
     for p in patches {
-        let body = std::fs::read(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
-        k.add("patch", p.name()).add("body", body);
+        let body = std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
+        // Not the patch's number in the series: adding a patch after it
+        // leaves what it builds alone.
+        k.add("patch", p.name()).add("body", crate::patch::unnumbered(&body));
     }
     Ok(format!("patches {}", k.finish()))
 }

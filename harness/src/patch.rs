@@ -63,6 +63,37 @@ impl Patch {
     }
 }
 
+/// A patch's text as far as the tree it makes goes: its subject's place in
+/// the series (`[PATCH 03/17]`, `[PATCH v2 3/9]`) reads `[PATCH]`,
+/// `[PATCH v2]`. Cache keys take this, so that adding a patch to a series
+/// and renumbering the others does not rebuild them.
+pub fn unnumbered(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        if let (false, Some(rest)) = (done, line.strip_prefix("Subject: [")) {
+            done = true;
+            if let Some((tag, subject)) = rest.split_once(']') {
+                let words: Vec<&str> = tag.split(' ').collect();
+                let numbered = |w: &str| {
+                    w.split_once('/').is_some_and(|(a, b)| {
+                        [a, b].iter().all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                    })
+                };
+                if words.len() > 1 && numbered(words[words.len() - 1]) {
+                    out.push_str("Subject: [");
+                    out.push_str(&words[..words.len() - 1].join(" "));
+                    out.push(']');
+                    out.push_str(subject);
+                    continue;
+                }
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// A series file: one patch file per line, in order, relative to the
 /// series file. A line may end in the word `baseline` to give that patch to
 /// the baseline build too. `#` starts a comment.
@@ -165,6 +196,22 @@ mod tests {
             std::fs::write(dir.path().join(f), "").unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn unnumbered_drops_the_place_in_the_series_only() {
+        let text = "From 1 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 03/17] xen: a\n b\n\nWhy.\n\
+                    Subject: [PATCH 1/2] stays: it is not the header\n";
+        assert_eq!(
+            unnumbered(text),
+            "From 1 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] xen: a\n b\n\nWhy.\n\
+             Subject: [PATCH 1/2] stays: it is not the header\n"
+        );
+        assert_eq!(unnumbered("Subject: [PATCH v2 3/9] x\n"), "Subject: [PATCH v2] x\n");
+        assert_eq!(unnumbered(&unnumbered("Subject: [PATCH 3/9] x\n")), "Subject: [PATCH] x\n");
+        for same in ["Subject: [PATCH] x\n", "Subject: [RFC 3/x] x\n", "Subject: no tag\n", ""] {
+            assert_eq!(unnumbered(same), same);
+        }
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! ccache serves it once.
 //!
 //! A patch that passed is remembered under a key made from everything the
-//! result depends on: the base's tree, every patch up to it,
-//! xen/build.yaml, the host's toolchain and the check's recipe version; an
-//! unchanged series is not rebuilt.
+//! result depends on: the base's tree, every patch up to it (but not its
+//! number in the series), xen/build.yaml, the host's toolchain and the
+//! check's recipe version; an unchanged series is not rebuilt.
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -229,7 +229,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
         .add("build recipe", build::RECIPE);
     let mut keys = Vec::new();
     for text in texts {
-        key.add("patch", text);
+        key.add("patch", patch::unnumbered(text));
         keys.push(key.finish());
     }
     if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
