@@ -84,6 +84,8 @@ pub enum StepKind {
     Create,
     /// `xl destroy` of one, in the scenario's plan.
     Destroy,
+    /// Domains created and destroyed over and over (a plan's `churn`).
+    Churn,
     /// A test program that must exit 0.
     Check,
     /// Output the report is made from (`xl info -n`, the `u` key, ...).
@@ -97,6 +99,7 @@ impl StepKind {
             "cpupool" => StepKind::Cpupool,
             "create" => StepKind::Create,
             "destroy" => StepKind::Destroy,
+            "churn" => StepKind::Churn,
             "check" => StepKind::Check,
             "collect" => StepKind::Collect,
             _ => return None,
@@ -109,6 +112,7 @@ impl StepKind {
             StepKind::Cpupool => "cpupool",
             StepKind::Create => "create",
             StepKind::Destroy => "destroy",
+            StepKind::Churn => "churn",
             StepKind::Check => "check",
             StepKind::Collect => "collect",
         }

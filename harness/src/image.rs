@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use crate::build::Artifacts;
 use crate::cpio::Archive;
 use crate::fetch::{Dom0Packages, UnpackedDeb};
+use crate::patch::Flavor;
 use crate::paths;
 use crate::scenario::Scenario;
 
@@ -107,6 +108,59 @@ fn bzimage_payload(bytes: &[u8]) -> Result<(&'static str, &[u8])> {
     Ok((program, payload))
 }
 
+/// Where dom0 finds the OCaml test program (qemu-images/dom0/ocaml), in
+/// the patched build's image.
+pub const OCAML_PROGRAM: &str = "usr/bin/xenctrl-numa-create";
+
+/// The versions of the creation record the OCaml program can fill, as the
+/// bindings have had it: with the altp2m and vmtrace fields (master), and
+/// without them (4.17). Each is tried in turn.
+const CREATE_CONFIGS: &[&str] = &["create_config_altp2m.ml", "create_config_plain.ml"];
+
+/// The OCaml test program, compiled natively against the build's own
+/// Xenctrl bindings (staged under usr/local/lib/ocaml), as xenopsd is
+/// built: its executable.
+fn ocaml_program(tools: &Path) -> Result<Vec<u8>> {
+    let sources = paths::images_dir().join("dom0/ocaml");
+    let findlib = tools.join("usr/local/lib/ocaml");
+    let version = std::fs::read_dir(&findlib)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.path())
+        .with_context(|| format!("the build has no OCaml bindings under {}: it must be configured with --enable-ocamltools", findlib.display()))?;
+    let dir = tempfile::tempdir()?;
+    let lib = tools.join("usr/lib");
+    let mut errors = Vec::new();
+    for config in CREATE_CONFIGS {
+        std::fs::copy(sources.join("xenctrl_numa_create.ml"), dir.path().join("xenctrl_numa_create.ml"))?;
+        std::fs::copy(sources.join(config), dir.path().join("create_config.ml"))?;
+        let out = duct::cmd!(
+            "ocamlfind", "ocamlopt", "-package", "xenctrl,unix", "-linkpkg",
+            "-ccopt", format!("-L{}", lib.display()),
+            "-ccopt", format!("-Wl,-rpath-link,{}", lib.display()),
+            "create_config.ml", "xenctrl_numa_create.ml", "-o", "xenctrl-numa-create"
+        )
+        .dir(dir.path())
+        .env("OCAMLPATH", &version)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .context("running ocamlfind (Debian's ocaml-findlib)")?;
+        if out.status.success() {
+            return Ok(std::fs::read(dir.path().join("xenctrl-numa-create"))?);
+        }
+        errors.push(format!("with {config}:\n{}", String::from_utf8_lossy(&out.stdout).trim_end()));
+    }
+    bail!(
+        "the OCaml test program (qemu-images/dom0/ocaml) does not compile against this build's Xenctrl bindings \
+         ({}):\n{}",
+        version.display(),
+        errors.join("\n")
+    )
+}
+
 /// The base image for a build, as an archive ready to be written.
 pub fn base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<Archive> {
     let mut a = Archive::default();
@@ -118,6 +172,10 @@ pub fn base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<Archive> {
 
     let tools = artifacts.tools();
     a.tree(&tools, "", &skip_tool)?;
+    // The baseline's bindings have no node affinity to give.
+    if artifacts.flavor != Flavor::Baseline {
+        a.bytes(OCAML_PROGRAM, 0o755, ocaml_program(&tools)?);
+    }
     for lib in shared_libraries(&a, &tools)? {
         // Copied under the name the loader asks for, whatever symlink the
         // host has there.
@@ -274,6 +332,11 @@ pub fn write_base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<PathB
         .add("image.rs", include_str!("image.rs"))
         .add("guest_kernel.rs", include_str!("guest_kernel.rs"))
         .add("cpio.rs", include_str!("cpio.rs"));
+    if artifacts.flavor != Flavor::Baseline {
+        for file in ["xenctrl_numa_create.ml"].iter().chain(CREATE_CONFIGS) {
+            key.add(file, std::fs::read(paths::images_dir().join("dom0/ocaml").join(file))?);
+        }
+    }
     let path = paths::cache()?.join("images").join(format!("{}.cpio", key.finish()));
     if path.exists() {
         return Ok(path);

@@ -206,6 +206,10 @@ pub struct NumaDump {
     pub free_pages: Vec<(u32, u64)>,
     /// Each online CPU's node (`CPU0...1 -> NODE0` lines), by CPU.
     pub cpu_nodes: Vec<(u32, u32)>,
+    /// The order in which the heap falls back from each node to the others
+    /// (`Fallback from node 1: 2 0`), by node: printed by the series' patch
+    /// that makes the fallback follow the distances, absent before it.
+    pub fallback: Vec<(u32, Vec<u32>)>,
     pub domains: Vec<DomainMemory>,
 }
 
@@ -220,7 +224,7 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
         .iter()
         .rposition(|l| l.contains("'u' pressed -> dumping numa info"))
         .context("no \"'u' pressed -> dumping numa info\" line: the debug key's output is missing")?;
-    let mut dump = NumaDump { free_pages: Vec::new(), cpu_nodes: Vec::new(), domains: Vec::new() };
+    let mut dump = NumaDump { free_pages: Vec::new(), cpu_nodes: Vec::new(), fallback: Vec::new(), domains: Vec::new() };
     let mut in_domains = false;
     for line in lines[start + 1..].iter().map(body) {
         let bad = || anyhow!("malformed `u` debug key line {line:?}");
@@ -240,6 +244,11 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
             let (first, last): (u32, u32) =
                 (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
             dump.cpu_nodes.extend((first..=last).map(|c| (c, node)));
+        } else if let (false, Some(rest)) = (in_domains, line.strip_prefix("Fallback from node ")) {
+            // Fallback from node 1: 3 2 0 (or nothing after the colon)
+            let (node, order) = rest.split_once(':').ok_or_else(bad)?;
+            let order = order.split_whitespace().map(|n| n.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+            dump.fallback.push((node.parse().map_err(|_| bad())?, order));
         } else if line.starts_with("Memory location of each domain:") {
             in_domains = true;
         } else if let (true, Some((id, total))) = (in_domains, domain_heading(&line)) {
@@ -297,6 +306,41 @@ pub fn debug_key_u(lines: &[String]) -> Result<NumaDump> {
         bail!("the `u` debug key's output lists no NODE line");
     }
     Ok(dump)
+}
+
+/// What a plan's `churn` step printed (`churn_loop` in dom0's init).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Churn {
+    pub cycles: u32,
+    pub domains: Vec<String>,
+    /// Every node's free pages before the counted rounds and after them
+    /// (once settled), by node.
+    pub before: Vec<(u32, u64)>,
+    pub after: Vec<(u32, u64)>,
+}
+
+pub fn churn(lines: &[String]) -> Result<Churn> {
+    let mut c = Churn { cycles: 0, domains: Vec::new(), before: Vec::new(), after: Vec::new() };
+    for line in lines {
+        let bad = || anyhow!("malformed churn step line {line:?}");
+        let (word, rest) = line.split_once(' ').ok_or_else(bad)?;
+        match word {
+            "cycles" => c.cycles = rest.parse().map_err(|_| bad())?,
+            "domains" => c.domains = rest.split_whitespace().map(str::to_string).collect(),
+            "before" | "after" => {
+                // before NODE0 123456
+                let (node, pages) = rest.strip_prefix("NODE").and_then(|r| r.split_once(' ')).ok_or_else(bad)?;
+                let entry = (node.parse().map_err(|_| bad())?, pages.parse().map_err(|_| bad())?);
+                if word == "before" { &mut c.before } else { &mut c.after }.push(entry);
+            }
+            "seconds" => {}
+            _ => return Err(bad()),
+        }
+    }
+    if c.cycles == 0 || c.domains.is_empty() || c.before.is_empty() || c.after.is_empty() {
+        bail!("the churn step's output lacks its cycles, domains or free pages: {lines:?}");
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -491,6 +535,7 @@ mod tests {
             "(XEN) 'u' pressed -> dumping numa info (now = 1)",
             "(XEN) NODE0 start->0 size->262144 free->100",
             "(XEN) CPU0 -> NODE0",
+            "(XEN) Fallback from node 0:",
             "(XEN) Memory location of each domain:",
             "(XEN) d1 (total: 38400):",
             "(XEN)     Node 0: 0",
@@ -503,7 +548,10 @@ mod tests {
         .iter()
         .map(|l| l.to_string())
         .collect();
-        let d = &debug_key_u(&lines).unwrap().domains[0];
+        let dump = debug_key_u(&lines).unwrap();
+        // One node: nothing to fall back to.
+        assert_eq!(dump.fallback, [(0, vec![])]);
+        let d = &dump.domains[0];
         assert_eq!((d.id, d.total_pages, d.pages.as_slice()), (1, 38400, &[(0, 0), (1, 38400)][..]));
         assert_eq!(d.node_affinity, Some(("1".into(), "explicit".into())));
         let o = |v: Option<u32>, name: &str, node: &str| (v, name.to_string(), node.to_string());
@@ -514,13 +562,31 @@ mod tests {
         assert_eq!(d.vcpus_not_listed, Some((16, 19)));
         // master prints the range's end without repeating the domain.
         let mut short = lines.clone();
-        short[10] = "(XEN)     Objects d1v16-19: not listed".into();
+        short[11] = "(XEN)     Objects d1v16-19: not listed".into();
         assert_eq!(debug_key_u(&short).unwrap().domains[0].vcpus_not_listed, Some((16, 19)));
         let mut wrong = lines.clone();
-        wrong[8] = "(XEN)     Objects d2: domain:1".into();
+        wrong[9] = "(XEN)     Objects d2: domain:1".into();
         assert!(debug_key_u(&wrong).unwrap_err().to_string().contains("is about another domain than d1"));
-        wrong[8] = "(XEN)     Objects d1: domain:x".into();
+        wrong[9] = "(XEN)     Objects d1: domain:x".into();
         assert!(debug_key_u(&wrong).unwrap_err().to_string().starts_with("malformed `u` debug key line"));
+    }
+
+    /// dom0's churn step, as init printed it (run under busybox with an
+    /// `xl` that loses a page on every destroy).
+    #[test]
+    fn churn_step() {
+        let lines: Vec<String> = "cycles 2\ndomains leaky other\nseconds 0\n\
+                                  before NODE0 999\nbefore NODE1 500\nafter NODE0 997\nafter NODE1 500"
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let c = churn(&lines).unwrap();
+        assert_eq!((c.cycles, c.domains.as_slice()), (2, &["leaky".to_string(), "other".to_string()][..]));
+        assert_eq!((c.before.as_slice(), c.after.as_slice()), (&[(0, 999), (1, 500)][..], &[(0, 997), (1, 500)][..]));
+        let mut bad = lines.clone();
+        bad[3] = "before NODEx 1".into();
+        assert_eq!(churn(&bad).unwrap_err().to_string(), "malformed churn step line \"before NODEx 1\"");
+        assert!(churn(&lines[..2]).unwrap_err().to_string().starts_with("the churn step's output lacks"));
     }
 
     #[test]

@@ -47,6 +47,25 @@ pub struct Report {
     /// Each check's PASS and FAIL lines.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, Vec<String>>,
+    /// The plan's churn steps: domains created and destroyed over and over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub churn: Vec<Churn>,
+}
+
+/// A churn step's result: every round ran and no domain was left (dom0's
+/// init fails the step otherwise).
+#[derive(Debug, Clone, Serialize)]
+pub struct Churn {
+    /// Rounds counted (one more ran first, uncounted).
+    pub cycles: u32,
+    /// Each round created and destroyed these, in this order.
+    pub domains: Vec<String>,
+    /// Free pages before the rounds minus after, by node. Not exact on
+    /// upstream Xen either (baseline and patched alike keep a few pages a
+    /// round, varying from boot to boot: README, "Churn"), so it is
+    /// measured and shown, not compared.
+    #[serde(skip)]
+    pub pages_lost: BTreeMap<u32, i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +77,11 @@ pub struct Node {
     pub free_mib: u64,
     /// Distances from this node to nodes 0, 1, ...
     pub distances: Vec<u32>,
+    /// The nodes Xen's heap falls back to, in order, when this node cannot
+    /// serve an allocation: printed by the `u` debug key once the series'
+    /// nearest-node fallback is in, and checked against `distances`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,7 +183,11 @@ impl Report {
                     (s.name.clone(), lines.cloned().collect())
                 })
                 .collect(),
+            churn: Vec::new(),
         };
+        for step in steps.iter().filter(|s| s.kind == StepKind::Churn) {
+            report.churn.push(churn(step).with_context(|| format!("churn step {}", step.name))?);
+        }
         // Each CPU's node: from `xl info -n`, or where xl leaves CPUs out
         // (see parse::xl_info), from the `u` debug key.
         let cpu_nodes: Vec<(u32, u32)> = match (&info, &dump) {
@@ -176,9 +204,17 @@ impl Report {
                     memory_mib: n.memsize_mib,
                     free_mib: n.memfree_mib,
                     distances: n.distances.clone(),
+                    fallback: None,
                 });
             }
         }
+        for (node, order) in dump.iter().flat_map(|d| &d.fallback) {
+            let Some(n) = report.nodes.iter_mut().find(|n| n.node == *node) else {
+                bail!("the `u` debug key gives a fallback order for node {node}, which `xl info -n` does not list");
+            };
+            n.fallback = Some(order.clone());
+        }
+        check_fallback_order(&report.nodes)?;
 
         // Domains by ID, from whichever sources were collected.
         let mut domains: BTreeMap<u32, Domain> = BTreeMap::new();
@@ -242,6 +278,52 @@ impl Report {
         }
         Ok(report)
     }
+}
+
+/// A churn step's result, from the lines dom0's init printed.
+fn churn(step: &Step) -> Result<Churn> {
+    let c = parse::churn(&step.output)?;
+    let nodes = |v: &[(u32, u64)]| v.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+    if nodes(&c.before) != nodes(&c.after) {
+        bail!("the free pages before ({:?}) and after ({:?}) name different nodes", c.before, c.after);
+    }
+    let pages_lost = c.before.iter().zip(&c.after).map(|((n, b), (_, a))| (*n, *b as i64 - *a as i64)).collect();
+    Ok(Churn { cycles: c.cycles, domains: c.domains, pages_lost })
+}
+
+impl Churn {
+    /// One line for people: what each node kept over the rounds.
+    pub fn summary(&self) -> String {
+        let nodes: Vec<String> = self.pages_lost.iter().map(|(n, l)| format!("node {n}: {l}")).collect();
+        format!(
+            "{} rounds of {}: free pages kept by Xen (before minus after) {}",
+            self.cycles,
+            self.domains.join(", "),
+            nodes.join(", ")
+        )
+    }
+}
+
+/// Checks each node's fallback order, where Xen printed one, against the
+/// distances Xen reports: the other nodes with memory, nearest first, the
+/// lowest ID on a tie (what the series' page allocator patch promises).
+fn check_fallback_order(nodes: &[Node]) -> Result<()> {
+    for node in nodes {
+        let Some(order) = &node.fallback else { continue };
+        let distance = |to: u32| node.distances.get(to as usize).copied().unwrap_or(u32::MAX);
+        let mut expected: Vec<u32> =
+            nodes.iter().filter(|n| n.node != node.node && n.memory_mib > 0).map(|n| n.node).collect();
+        expected.sort_by_key(|&n| (distance(n), n));
+        if *order != expected {
+            bail!(
+                "Xen falls back from node {} to nodes {order:?}, but the distances it reports from that node \
+                 ({:?}) put the other nodes with memory in the order {expected:?}",
+                node.node,
+                node.distances
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reports side by side: one column per report, one row per fact.
@@ -439,5 +521,57 @@ mod tests {
         assert_eq!(ranges(vec![3, 0, 1]), "0-1,3");
         assert_eq!(ranges(vec![2]), "2");
         assert_eq!(ranges(vec![]), "");
+    }
+
+    /// The fallback order is checked against the distances: nearest
+    /// first, the lowest ID on a tie, nodes without memory left out.
+    #[test]
+    fn fallback_order_follows_the_distances() {
+        // unequal-nodes: a ring whose node 3 has a CPU and no memory.
+        let dist = [[10, 32, 16, 21], [32, 10, 21, 16], [16, 21, 10, 32], [21, 16, 32, 10]];
+        let node = |n: u32, memory_mib: u64, fallback: &[u32]| Node {
+            node: n,
+            cpus: String::new(),
+            memory_mib,
+            free_mib: 0,
+            distances: dist[n as usize].to_vec(),
+            fallback: Some(fallback.to_vec()),
+        };
+        let mut nodes =
+            vec![node(0, 1024, &[2, 1]), node(1, 768, &[2, 0]), node(2, 768, &[0, 1]), node(3, 0, &[1, 0, 2])];
+        check_fallback_order(&nodes).unwrap();
+        // By ID, as Xen did before the series' patch: refused, naming why.
+        nodes[0].fallback = Some(vec![1, 2]);
+        assert_eq!(
+            check_fallback_order(&nodes).unwrap_err().to_string(),
+            "Xen falls back from node 0 to nodes [1, 2], but the distances it reports from that node \
+             ([10, 32, 16, 21]) put the other nodes with memory in the order [2, 1]"
+        );
+        // A tie goes to the lower ID; nodes without an order are not checked.
+        let tie = |n: u32, fallback: Option<Vec<u32>>| Node { fallback, distances: vec![10, 20, 20], ..node(n, 512, &[]) };
+        check_fallback_order(&[tie(0, Some(vec![1, 2])), tie(1, None), tie(2, None)]).unwrap();
+        assert!(check_fallback_order(&[tie(0, Some(vec![2, 1])), tie(1, None), tie(2, None)]).is_err());
+    }
+
+    /// A churn step's numbers: what each node kept, by node.
+    #[test]
+    fn churn_measures_what_each_node_kept() {
+        let step = |after0: u64| Step {
+            kind: StepKind::Churn,
+            name: "a,b".into(),
+            rc: 0,
+            output: ["cycles 5", "domains a b", "seconds 33", "before NODE0 157840", "before NODE1 228868"]
+                .iter()
+                .map(|l| l.to_string())
+                .chain([format!("after NODE0 {after0}"), "after NODE1 228868".to_string()])
+                .collect(),
+        };
+        let c = churn(&step(157840)).unwrap();
+        assert_eq!((c.cycles, c.domains.len(), c.pages_lost.into_iter().collect::<Vec<_>>()), (5, 2, vec![(0, 0), (1, 0)]));
+        let c = churn(&step(157831)).unwrap();
+        assert_eq!(c.summary(), "5 rounds of a, b: free pages kept by Xen (before minus after) node 0: 9, node 1: 0");
+        let mut other = step(1);
+        other.output[6] = "after NODE2 1".into();
+        assert!(churn(&other).unwrap_err().to_string().contains("name different nodes"));
     }
 }

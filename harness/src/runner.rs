@@ -126,6 +126,9 @@ impl Booter {
         };
         let report = Report::new(boot.topology, boot.scenario, booted, &steps)
             .with_context(|| format!("reading the results in {}", run_dir.console_log().display()))?;
+        for c in &report.churn {
+            eprintln!("churn: {} {}: {}", artifacts.label(), boot.topology.name, c.summary());
+        }
         paths::write_atomic(&run_dir.report(), yaml_serde::to_string(&report)?.as_bytes())?;
         Ok(report)
     }

@@ -47,7 +47,8 @@ pub struct Scenario {
     pub domains: Vec<Domain>,
     /// The order in which domains are created and destroyed (each domain
     /// created once at least); by default each is created in turn.
-    /// Written `- create: NAME`, `- destroy: NAME`.
+    /// Written `- create: NAME`, `- destroy: NAME`,
+    /// `- churn: {cycles: N, domains: [NAME, ...]}`.
     #[serde(default, with = "yaml_serde::with::singleton_map_recursive")]
     pub plan: Option<Vec<PlanStep>>,
     /// The topologies (file names) `cargo xtask test` runs the scenario on,
@@ -108,7 +109,25 @@ pub enum PlanStep {
     Create(String),
     /// `xl destroy` of it.
     Destroy(String),
+    /// Domains created and destroyed in turn, over and over: every node's
+    /// free pages must end as they started.
+    Churn(Churn),
 }
+
+/// A `churn` step: `cycles` rounds, each creating and destroying every one
+/// of `domains` in order (alternate nodes and types there). One round more
+/// runs first and is not counted: what Xen keeps once a domain has existed
+/// at all (dom0's event channel buckets and maptrack grow) is no leak.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    pub cycles: u32,
+    pub domains: Vec<String>,
+}
+
+/// The most `cycles` a churn step may ask for: each round of a few domains
+/// takes seconds under TCG, and the boot has a time limit.
+pub const MAX_CHURN_CYCLES: u32 = 50;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +284,7 @@ impl Scenario {
             match step {
                 PlanStep::Create(name) => alive.insert(name),
                 PlanStep::Destroy(name) => alive.remove(&name),
+                PlanStep::Churn(_) => false,
             };
         }
         alive
@@ -348,6 +368,25 @@ impl Scenario {
                 let (name, creating) = match step {
                     PlanStep::Create(n) => (n, true),
                     PlanStep::Destroy(n) => (n, false),
+                    PlanStep::Churn(c) => {
+                        if c.cycles == 0 || c.cycles > MAX_CHURN_CYCLES {
+                            bail!("field `plan[{i}].churn.cycles`: {} is not between 1 and {MAX_CHURN_CYCLES}", c.cycles);
+                        }
+                        if c.domains.is_empty() {
+                            bail!("field `plan[{i}].churn.domains`: empty; name the domains to create and destroy");
+                        }
+                        for name in &c.domains {
+                            if !seen.contains_key(name) {
+                                bail!("field `plan[{i}].churn.domains`: no domain {name:?} in `domains`");
+                            }
+                            if alive.get(name) == Some(&true) {
+                                bail!("field `plan[{i}].churn.domains`: {name:?} exists at this point of the plan");
+                            }
+                            // Created at least once: the churn does.
+                            alive.entry(name.clone()).or_insert(false);
+                        }
+                        continue;
+                    }
                 };
                 if !seen.contains_key(name) {
                     bail!("field `plan[{i}]`: no domain {name:?} in `domains`");
@@ -396,6 +435,7 @@ impl Scenario {
             match step {
                 PlanStep::Create(name) => writeln!(plan, "create {name}").unwrap(),
                 PlanStep::Destroy(name) => writeln!(plan, "destroy {name}").unwrap(),
+                PlanStep::Churn(c) => writeln!(plan, "churn {} {}", c.cycles, c.domains.join(" ")).unwrap(),
             }
         }
         for c in &self.collect {
@@ -602,6 +642,16 @@ mod tests {
              memory = 100\nvcpus = 1\npool = \"node1\"\ncpus = [\"2\", \"3\"]\n"
         );
         assert_eq!(s.alive_at_end().into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        let churned = parse(
+            "description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100}\n\
+             - {name: b, type: pvh, vcpus: 1, memory_mib: 100}\n\
+             plan:\n- churn: {cycles: 3, domains: [a, b]}\n- create: b\ncollect: [xl-list]\n",
+        )
+        .unwrap();
+        assert_eq!(churned.alive_at_end().into_iter().collect::<Vec<_>>(), ["b"]);
+        let churn_files = churned.dom0_files();
+        let churn_plan = &churn_files.last().unwrap().1;
+        assert_eq!(churn_plan.lines().skip(1).collect::<Vec<_>>(), ["churn 3 a b", "create b", "collect xl-list xl list -n"]);
         let plan = &files.last().unwrap().1;
         assert_eq!(
             plan.lines().skip(1).collect::<Vec<_>>(),
@@ -618,6 +668,17 @@ mod tests {
         assert_eq!(err(&format!("description: x\n{two}plan: [{{create: c}}]\n")), "field `plan[0]`: no domain \"c\" in `domains`");
         assert_eq!(err(&format!("description: x\n{two}plan: [{{create: a}}]\n")), "field `plan`: domain \"b\" is never created");
         assert!(err(&format!("description: x\n{two}plan: [{{start: a}}]\n")).starts_with("field `plan[0]`: unknown variant `start`"));
+        let churn = |c: &str| err(&format!("description: x\n{two}plan: [{{churn: {c}}}]\n"));
+        assert_eq!(churn("{cycles: 0, domains: [a, b]}"), "field `plan[0].churn.cycles`: 0 is not between 1 and 50");
+        assert_eq!(churn("{cycles: 51, domains: [a, b]}"), "field `plan[0].churn.cycles`: 51 is not between 1 and 50");
+        assert_eq!(churn("{cycles: 2, domains: []}"), "field `plan[0].churn.domains`: empty; name the domains to create and destroy");
+        assert_eq!(churn("{cycles: 2, domains: [a, c]}"), "field `plan[0].churn.domains`: no domain \"c\" in `domains`");
+        assert_eq!(churn("{cycles: 2, domains: [a]}"), "field `plan`: domain \"b\" is never created");
+        assert!(churn("{cycles: 2}").starts_with("field `plan[0].churn`: missing field `domains`"), "{}", churn("{cycles: 2}"));
+        assert_eq!(
+            err(&format!("description: x\n{two}plan: [{{create: a}}, {{churn: {{cycles: 1, domains: [b, a]}}}}]\n")),
+            "field `plan[1].churn.domains`: \"a\" exists at this point of the plan"
+        );
         assert_eq!(
             err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, pool: p}\n"),
             "field `domains[0].pool`: no cpupool \"p\" in `cpupools` (nor Pool-0)"

@@ -1,0 +1,225 @@
+(* xenctrl-numa-create: domains created through the OCaml bindings as
+   xenopsd's VM_create creates them (Xenctrl.domain_create with the whole
+   creation record, then Xenctrl.domain_max_vcpus), with and without a
+   NUMA node affinity, good requests and bad ones.  For each request it
+   checks the outcome: created with the node affinity asked for (read back
+   from the 'u' debug key), or refused, by Xen with a message naming the
+   node or by the bindings before any hypercall.  Afterwards there must be
+   no new domain, and after a refusal every node must have exactly the free
+   pages it had before.  After a domain was created and destroyed, what each
+   node's free pages differ by is printed as a NOTE: upstream Xen keeps a
+   few pages now and then (see the README's "Churn").
+
+   Usage: xenctrl-numa-create [--cpupool ID]
+   With --cpupool, every request is made again for cpupool ID: nodes with
+   no CPU in the pool are accepted, and Xen places the domain's structures
+   by the pool's CPUs.
+
+   Prints a PASS or FAIL line per check and exits 1 if any failed. *)
+
+let failures = ref 0
+
+let pass fmt = Printf.ksprintf (fun s -> Printf.printf "PASS %s\n%!" s) fmt
+
+let fail fmt =
+  Printf.ksprintf (fun s -> incr failures; Printf.printf "FAIL %s\n%!" s) fmt
+
+let contains s sub =
+  let n = String.length s and m = String.length sub in
+  let rec at i = i + m <= n && (String.sub s i m = sub || at (i + 1)) in
+  at 0
+
+(* The start of the last occurrence of [sub] in [s]. *)
+let last_index s sub =
+  let m = String.length sub in
+  let rec back i =
+    if i < 0 then None
+    else if String.sub s i m = sub then Some i
+    else back (i - 1)
+  in
+  back (String.length s - m)
+
+(* The lines of Xen's console ring from the last 'u' debug key output on. *)
+let since_last_u xc =
+  let ring = Xenctrl.readconsolering xc in
+  match last_index ring "'u' pressed -> dumping numa info" with
+  | None -> failwith "the 'u' debug key printed nothing to Xen's console ring"
+  | Some i ->
+    String.split_on_char '\n' (String.sub ring i (String.length ring - i))
+
+(* The lines Xen printed for the 'u' debug key just now. *)
+let debug_key_u xc =
+  Xenctrl.send_debug_keys xc "u";
+  since_last_u xc
+
+(* A line without Xen's "(XEN) " prefix and leading spaces. *)
+let body line =
+  let line =
+    match last_index line "(XEN) " with
+    | Some i -> String.sub line (i + 6) (String.length line - i - 6)
+    | None -> line
+  in
+  String.trim line
+
+(* Every node's free pages: "NODE0 start->0 size->262144 free->123". *)
+let free_pages xc =
+  List.filter_map
+    (fun line ->
+      try
+        Scanf.sscanf (body line) "NODE%d start->%_d size->%_d free->%d%!"
+          (fun node free -> Some (node, free))
+      with Scanf.Scan_failure _ | End_of_file | Failure _ -> None)
+    (debug_key_u xc)
+
+(* Domain domid's "Node affinity: 1 (explicit)" line, if 'u' lists it. *)
+let node_affinity xc domid =
+  let heading = Printf.sprintf "d%d (total: " domid
+  and heading_4_17 = Printf.sprintf "Domain %d (total: " domid in
+  let rec find in_domain = function
+    | [] -> None
+    | line :: rest ->
+      let b = body line in
+      if String.starts_with ~prefix:heading b
+         || String.starts_with ~prefix:heading_4_17 b then find true rest
+      else if in_domain && String.starts_with ~prefix:"Node affinity: " b then
+        Some (String.sub b 15 (String.length b - 15))
+      else if in_domain && (String.starts_with ~prefix:"d" b
+                            || String.starts_with ~prefix:"Domain " b)
+              && contains b "(total: " then None
+      else find in_domain rest
+  in
+  find false (debug_key_u xc)
+
+let domids xc =
+  List.map (fun (d : Xenctrl.domaininfo) -> d.domid) (Xenctrl.domain_getinfolist xc 0)
+
+let string_of_nodes nodes = String.concat "," (List.map string_of_int nodes)
+
+let count = ref 0
+
+(* Waits, 30 s at most, for the domains to be as [before_doms] (a
+   destroyed domain is gone) and the free pages to stop changing (two
+   readings a second apart agree: a destroyed domain's last pages come back
+   after an RCU grace period); returns both. *)
+let settle xc before_doms =
+  let rec wait n last =
+    Unix.sleep 1;
+    let doms = domids xc and free = free_pages xc in
+    if (doms = before_doms && free = last) || n = 0 then (doms, free)
+    else wait (n - 1) free
+  in
+  wait 30 (free_pages xc)
+
+type expect =
+  | Created of string option  (* the node affinity 'u' must show, if any *)
+  | Created_auto              (* created with an affinity Xen derives *)
+  | Refused_by_xen of int     (* the node Xen's message must name *)
+  | Refused_by_bindings
+
+let request xc ~what ~cpupool ~vcpus ~nodes expect =
+  incr count;
+  let before_doms = domids xc and before_free = free_pages xc in
+  let refusal node = Printf.sprintf "node %d is not online" node in
+  let what = Printf.sprintf "%s (node_affinity [%s], %d vCPUs, cpupool %ld)"
+      what (string_of_nodes nodes) vcpus cpupool in
+  let handle = Printf.sprintf "00000000-0000-4000-8000-%012d" !count in
+  let config = Create_config.make ~handle ~max_vcpus:vcpus ~cpupool_id:cpupool
+      ~node_affinity:nodes in
+  (* xenopsd's VM_create, then its build's first step: the vCPUs. *)
+  let create () =
+    let domid = Xenctrl.domain_create xc config in
+    (try Xenctrl.domain_max_vcpus xc domid vcpus
+     with e -> Xenctrl.domain_destroy xc domid; raise e);
+    domid
+  in
+  (match create (), expect with
+   | domid, Created_auto ->
+     (match node_affinity xc domid with
+      | Some got when Filename.check_suffix got " (auto)" ->
+        pass "%s: created as d%d, node affinity %s" what domid got
+      | got ->
+        fail "%s: created as d%d with node affinity %s, not an automatic one" what
+          domid (Option.value got ~default:"(not listed)"));
+     Xenctrl.domain_destroy xc domid
+   | domid, Created affinity ->
+     (match affinity, node_affinity xc domid with
+      | None, _ -> pass "%s: created as d%d" what domid
+      | Some want, Some got when got = want ->
+        pass "%s: created as d%d, node affinity %s" what domid got
+      | Some want, got ->
+        fail "%s: created as d%d with node affinity %s, not %s" what domid
+          (Option.value got ~default:"(not listed)") want);
+     Xenctrl.domain_destroy xc domid
+   | domid, _ ->
+     fail "%s: created as d%d, but should have been refused" what domid;
+     Xenctrl.domain_destroy xc domid
+   | exception Xenctrl.Error msg ->
+     (match expect with
+      | Refused_by_xen node ->
+        (* Printed since the 'u' output free_pages asked for above. *)
+        let says = refusal node in
+        if List.exists (fun l -> contains l says) (since_last_u xc)
+        then pass "%s: refused (%s), Xen says %S" what msg says
+        else fail "%s: refused (%s), but Xen's console does not say %S" what msg says
+      | _ -> fail "%s: refused by Xen (%s)" what msg)
+   | exception Invalid_argument arg ->
+     (match expect with
+      | Refused_by_bindings -> pass "%s: refused by the bindings (Invalid_argument %S)" what arg
+      | _ -> fail "%s: refused by the bindings (Invalid_argument %S)" what arg));
+  let doms, free = settle xc before_doms in
+  if doms <> before_doms then
+    fail "%s: domains before [%s], after [%s]" what
+      (String.concat " " (List.map string_of_int before_doms))
+      (String.concat " " (List.map string_of_int doms));
+  let created = match expect with Created _ | Created_auto -> true | _ -> false in
+  List.iter2
+    (fun (node, b) (_, a) ->
+      if a <> b && created then
+        Printf.printf "NOTE %s: node %d has %d free pages, %d before\n%!" what node a b
+      else if a <> b then fail "%s: node %d has %d free pages, %d before" what node a b)
+    before_free free
+
+let () =
+  let cpupools = match Array.to_list Sys.argv with
+    | [_] -> [0l]
+    | [_; "--cpupool"; id] -> [0l; Int32.of_string id]
+    | _ -> prerr_endline "usage: xenctrl-numa-create [--cpupool ID]"; exit 2
+  in
+  let xc = Xenctrl.interface_open () in
+  let nodes = List.map fst (free_pages xc) in
+  let nr = List.length nodes in
+  if nr = 0 then failwith "the 'u' debug key lists no NODE line";
+  Printf.printf "nodes: %s\n%!" (string_of_nodes nodes);
+  let offline = nr in
+  (* What Xen keeps once a domain has existed at all is no leak: one
+     domain first, uncounted. *)
+  let before_doms = domids xc in
+  let warm = Xenctrl.domain_create xc
+      (Create_config.make ~handle:"00000000-0000-4000-8000-000000000000"
+         ~max_vcpus:1 ~cpupool_id:0l ~node_affinity:[]) in
+  Xenctrl.domain_destroy xc warm;
+  ignore (settle xc before_doms);
+  List.iter
+    (fun cpupool ->
+      let request = request xc ~cpupool in
+      request ~what:"no preference" ~vcpus:1 ~nodes:[] Created_auto;
+      List.iter
+        (fun n ->
+          request ~what:(Printf.sprintf "node %d alone" n) ~vcpus:2 ~nodes:[n]
+            (Created (Some (Printf.sprintf "%d (explicit)" n))))
+        nodes;
+      if nr > 1 then
+        request ~what:"4 vCPUs over the first and last node" ~vcpus:4
+          ~nodes:[0; nr - 1] (Created None);
+      if offline < 64 then begin
+        request ~what:"a node beyond the host" ~vcpus:1 ~nodes:[offline]
+          (Refused_by_xen offline);
+        request ~what:"online nodes and an offline one" ~vcpus:1
+          ~nodes:(nodes @ [offline]) (Refused_by_xen offline);
+        request ~what:"every bit set" ~vcpus:1 ~nodes:(List.init 64 Fun.id)
+          (Refused_by_xen offline)
+      end;
+      request ~what:"bit 64" ~vcpus:1 ~nodes:[64] Refused_by_bindings;
+      request ~what:"a negative node" ~vcpus:1 ~nodes:[-1] Refused_by_bindings)
+    cpupools;
+  if !failures > 0 then (Printf.printf "%d check(s) failed\n" !failures; exit 1)
