@@ -21,7 +21,7 @@ use crate::runner::{boot_jobs, in_parallel, time_summary, Booter};
 use crate::scenario::Scenario;
 use crate::test_plan::{Kind, Selection, Test};
 use crate::topology::Topology;
-use crate::{ci_lint, image, paths, snapshot, source_paths};
+use crate::{ci_lint, host, image, paths, snapshot, source_paths};
 
 /// Every test, in the order they run: the harness's own (unit tests, CI
 /// linters), then per base its series check and its boots (topologies and
@@ -142,6 +142,12 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn go(&mut self, bases: &[Base], tests: &[Test]) -> Result<()> {
+        // The unit tests run tools the harness installs (GNU cpio reads
+        // back the archives it writes); only `--unit-only` promises to
+        // install nothing, and then says what is missing.
+        if !self.flags.unit_only && tests.iter().any(|t| matches!(t.kind, Kind::Unit)) {
+            host::ensure(self.sh)?;
+        }
         for test in tests.iter().filter(|t| matches!(t.kind, Kind::Unit | Kind::Lint)) {
             let start = Instant::now();
             let outcome = match test.kind {
@@ -260,8 +266,8 @@ fn is_of_base(test: &Test, base: &str) -> bool {
     }
 }
 
-/// The harness's own tests, `cargo test` on this crate. Needs nothing the
-/// harness installs.
+/// The harness's own tests, `cargo test` on this crate. Some read back
+/// what the harness writes with the tools it installs (GNU cpio).
 fn unit_tests() -> Result<()> {
     eprintln!("test: the harness's own tests (cargo test)");
     let status = duct::cmd!("cargo", "test", "--quiet", "--package", "xtask")
