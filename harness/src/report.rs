@@ -44,7 +44,8 @@ pub struct Report {
     /// The nodes as Xen saw them (`xl info -n`).
     pub nodes: Vec<Node>,
     pub domains: Vec<Domain>,
-    /// Each check's PASS and FAIL lines.
+    /// Each check's PASS and FAIL lines, and the GAP lines of what a
+    /// backport is known not to place.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, Vec<String>>,
     /// The plan's churn steps: domains created and destroyed over and over.
@@ -179,7 +180,7 @@ impl Report {
                 .iter()
                 .filter(|s| s.kind == StepKind::Check)
                 .map(|s| {
-                    let lines = s.output.iter().filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"));
+                    let lines = s.output.iter().filter(|l| ["PASS", "FAIL", "GAP"].iter().any(|w| l.starts_with(w)));
                     (s.name.clone(), lines.cloned().collect())
                 })
                 .collect(),
