@@ -11,8 +11,9 @@
    own with vCPU 0's.  Afterwards there must be
    no new domain, and after a refusal every node must have exactly the free
    pages it had before.  After a domain was created and destroyed, what each
-   node's free pages differ by is printed as a NOTE: upstream Xen keeps a
-   few pages now and then (see the README's "Churn").
+   node's free pages differ by is printed as a NOTE: upstream Xen keeps
+   vCPU 0's scheduling unit of a domain with several vCPUs (see the
+   README's "Churn").
 
    Usage: xenctrl-numa-create [--cpupool ID]
    With --cpupool, every request is made again for cpupool ID: nodes with
@@ -270,16 +271,13 @@ let request xc host ~pool_nodes ~what ~cpupool ~vcpus ~nodes expect =
           domid (Option.value got ~default:"(not listed)"));
      Xenctrl.domain_destroy xc domid
    | domid, Created affinity ->
-     let structures () =
-       check_structures xc host ~domid ~asked:nodes ~pool_nodes:!pool_nodes
-     in
      (match affinity, node_affinity xc domid with
       | Some want, got when got <> Some want ->
         fail "%s: created as d%d with node affinity %s, not %s" what domid
           (Option.value got ~default:"(not listed)") want
       | _, got ->
         let got = match got with Some a -> ", node affinity " ^ a | None -> "" in
-        (match structures () with
+        (match check_structures xc host ~domid ~asked:nodes ~pool_nodes:!pool_nodes with
          | Ok where -> pass "%s: created as d%d%s, %s" what domid got where
          | Error e when !backport ->
            Printf.printf "GAP %s: created as d%d%s, but %s\n%!" what domid got e
