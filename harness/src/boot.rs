@@ -287,21 +287,25 @@ impl Boot<'_> {
         result
     }
 
-    /// [`Boot::run`], once more if dom0 stalled the first time.
+    /// [`Boot::run`], once more if dom0 stalled or the machine hung
+    /// during the scenario the first time.
     pub fn run_retrying_stall(&self, timeouts: &Timeouts) -> Result<Attempt, BootError> {
-        match self.run(timeouts) {
-            Ok(text) => Ok(Attempt::First(text)),
-            Err(BootError::Dom0Died { line, log }) if line.contains("stall") || line.contains("soft lockup") => {
-                let stalled_log = self.run_dir.stalled_log();
-                std::fs::rename(&log, &stalled_log)
-                    .with_context(|| format!("renaming {} to {}", log.display(), stalled_log.display()))
-                    .map_err(BootError::Setup)?;
-                eprintln!("boot: dom0 stalled ({line}); booting once more (first console: {})", stalled_log.display());
-                let text = self.run(timeouts)?;
-                Ok(Attempt::AfterStall { text, stall: line, stalled_log })
+        let first = match self.run(timeouts) {
+            Ok(text) => return Ok(Attempt::First(text)),
+            Err(BootError::Dom0Died { line, log }) if line.contains("stall") || line.contains("soft lockup") => (line, log),
+            Err(BootError::Timeout { stage, after, log }) if stage == Stage::Dom0.waiting_for() => {
+                (format!("no result block {} s after Xen started; Xen's state is at the end of its console", after.as_secs()), log)
             }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        let (line, log) = first;
+        let stalled_log = self.run_dir.stalled_log();
+        std::fs::rename(&log, &stalled_log)
+            .with_context(|| format!("renaming {} to {}", log.display(), stalled_log.display()))
+            .map_err(BootError::Setup)?;
+        eprintln!("boot: dom0 stalled ({line}); booting once more (first console: {})", stalled_log.display());
+        let text = self.run(timeouts)?;
+        Ok(Attempt::AfterStall { text, stall: line, stalled_log })
     }
 }
 
@@ -408,15 +412,27 @@ impl Stage {
     }
 }
 
+/// What a hung machine is sent on its console before it is stopped: three
+/// Ctrl-A switch the serial input from dom0 to Xen, then Xen's debug keys
+/// `0` (dom0's vCPUs, where they are), `d` (every CPU's registers and
+/// stack), `q` (every domain's vCPUs and their state) and `r` (the
+/// scheduler's run queues).
+pub const XEN_STATE_KEYS: &str = "\x01\x01\x010dqr";
+
 /// Runs `expr` (QEMU, or a stand-in in tests) with its stdout as the serial
-/// console: logs every line to `log` and decides, line by line, whether the
+/// console and a pipe as its input: logs every line to `log` and decides, line by line, whether the
 /// boot succeeded, failed, or goes on.
 pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &Path) -> Result<String, BootError> {
     let mut file = std::fs::File::create(log)
         .with_context(|| format!("creating {}", log.display()))
         .map_err(BootError::Setup)?;
+    // The console's input: where a machine hangs, Xen is asked for its
+    // state through it (see XEN_STATE_KEYS).
+    let (console_in, mut console_keys) = os_pipe::pipe()
+        .context("cannot make a pipe for the console's input")
+        .map_err(BootError::Setup)?;
     let handle = Arc::new(
-        expr.stdin_null()
+        expr.stdin_file(console_in)
             .unchecked()
             .reader()
             .with_context(|| "cannot start QEMU".to_string())
@@ -454,6 +470,7 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
     let mut torn_down = false;
     // After a panic, keep reading briefly for its message, then stop.
     let mut dying: Option<(Instant, BootError)> = None;
+    let mut asked_xen = false;
 
     let result = loop {
         let deadline = if let Some((until, _)) = &dying {
@@ -548,11 +565,19 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 if let Some((_, err)) = dying {
                     break Err(err);
                 }
-                break Err(BootError::Timeout {
-                    stage: stage.waiting_for(),
-                    after: start.elapsed(),
-                    log: log_path.clone(),
-                });
+                let err = BootError::Timeout { stage: stage.waiting_for(), after: start.elapsed(), log: log_path.clone() };
+                // Once Xen runs, a hang leaves the log silent: before
+                // stopping, Xen prints what its CPUs, dom0 and the
+                // scheduler are doing, for the log's reader.
+                if stage >= Stage::Xen && stage < Stage::Done && !asked_xen {
+                    asked_xen = true;
+                    let _ = writeln!(file, "numa-harness: timed out; asking Xen for its state (debug keys {XEN_STATE_KEYS:?})");
+                    if console_keys.write_all(XEN_STATE_KEYS.as_bytes()).is_ok() {
+                        dying = Some((Instant::now() + Duration::from_secs(10), err));
+                        continue;
+                    }
+                }
+                break Err(err);
             }
         }
     };
@@ -853,6 +878,24 @@ mod tests {
         let (r, _) = run(&format!("{XEN}; sleep 100"), 1);
         let err = r.unwrap_err();
         assert!(err.to_string().starts_with("timed out after 1 s after Xen started, before dom0's init"), "{err}");
+    }
+
+    /// A machine silent after Xen started is asked for Xen's state on its
+    /// console before it is stopped, and what it printed is logged.
+    #[test]
+    fn hung_machine_is_asked_for_xen_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let log = dir.path().join("console.log");
+        let script = format!("{XEN}; {INIT}; keys=$(head -c 7 | tr '\\001' A); echo \"(XEN) got $keys\"; sleep 100");
+        let start = Instant::now();
+        let r = watch(duct::cmd!("sh", "-c", script).stderr_path(&stderr), &timeouts(1), &log, &stderr);
+        let err = r.unwrap_err();
+        assert!(matches!(err, BootError::Timeout { stage, .. } if stage == Stage::Dom0.waiting_for()), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(20));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("numa-harness: timed out; asking Xen for its state"), "{text}");
+        assert!(text.contains("(XEN) got AAA0dqr"), "{text}");
     }
 
     #[test]
