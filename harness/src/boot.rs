@@ -573,7 +573,7 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                     asked_xen = true;
                     let _ = writeln!(file, "numa-harness: timed out; asking Xen for its state (debug keys {XEN_STATE_KEYS:?})");
                     if console_keys.write_all(XEN_STATE_KEYS.as_bytes()).is_ok() {
-                        dying = Some((Instant::now() + Duration::from_secs(10), err));
+                        dying = Some((Instant::now() + Duration::from_secs(20), err));
                         continue;
                     }
                 }
