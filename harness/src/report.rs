@@ -61,11 +61,8 @@ pub struct Churn {
     pub cycles: u32,
     /// Each round created and destroyed these, in this order.
     pub domains: Vec<String>,
-    /// Free pages before the rounds minus after, by node. Not exact on
-    /// upstream Xen either (baseline and patched alike keep a few pages a
-    /// round, varying from boot to boot: README, "Churn"), so it is
-    /// measured and shown, not compared.
-    #[serde(skip)]
+    /// Free pages before the rounds minus after, by node: 0 on every
+    /// node, or the report fails (Xen kept or gained memory over them).
     pub pages_lost: BTreeMap<u32, i64>,
 }
 
@@ -289,7 +286,15 @@ fn churn(step: &Step) -> Result<Churn> {
         bail!("the free pages before ({:?}) and after ({:?}) name different nodes", c.before, c.after);
     }
     let pages_lost = c.before.iter().zip(&c.after).map(|((n, b), (_, a))| (*n, *b as i64 - *a as i64)).collect();
-    Ok(Churn { cycles: c.cycles, domains: c.domains, pages_lost })
+    let churn = Churn { cycles: c.cycles, domains: c.domains, pages_lost };
+    if churn.pages_lost.values().any(|&l| l != 0) {
+        bail!(
+            "{}; every node's free pages must end where they started, so Xen leaks memory when these domains \
+             are destroyed (README, \"Churn\", says how to find what it keeps)",
+            churn.summary()
+        );
+    }
+    Ok(churn)
 }
 
 impl Churn {
@@ -554,9 +559,9 @@ mod tests {
         assert!(check_fallback_order(&[tie(0, Some(vec![2, 1])), tie(1, None), tie(2, None)]).is_err());
     }
 
-    /// A churn step's numbers: what each node kept, by node.
+    /// A churn step's numbers: what each node kept, by node, which must be nothing.
     #[test]
-    fn churn_measures_what_each_node_kept() {
+    fn churn_fails_on_any_page_kept_or_gained() {
         let step = |after0: u64| Step {
             kind: StepKind::Churn,
             name: "a,b".into(),
@@ -568,9 +573,11 @@ mod tests {
                 .collect(),
         };
         let c = churn(&step(157840)).unwrap();
-        assert_eq!((c.cycles, c.domains.len(), c.pages_lost.into_iter().collect::<Vec<_>>()), (5, 2, vec![(0, 0), (1, 0)]));
-        let c = churn(&step(157831)).unwrap();
-        assert_eq!(c.summary(), "5 rounds of a, b: free pages kept by Xen (before minus after) node 0: 9, node 1: 0");
+        assert_eq!((c.cycles, c.domains.len(), c.pages_lost.clone().into_iter().collect::<Vec<_>>()), (5, 2, vec![(0, 0), (1, 0)]));
+        assert_eq!(c.summary(), "5 rounds of a, b: free pages kept by Xen (before minus after) node 0: 0, node 1: 0");
+        let leak = churn(&step(157831)).unwrap_err().to_string();
+        assert!(leak.starts_with("5 rounds of a, b: free pages kept by Xen (before minus after) node 0: 9, node 1: 0;"), "{leak}");
+        assert!(churn(&step(157841)).unwrap_err().to_string().contains("node 0: -1,"));
         let mut other = step(1);
         other.output[6] = "after NODE2 1".into();
         assert!(churn(&other).unwrap_err().to_string().contains("name different nodes"));
