@@ -86,6 +86,8 @@ pub enum StepKind {
     Destroy,
     /// Domains created and destroyed over and over (a plan's `churn`).
     Churn,
+    /// `xl create` of a domain that must be refused (a plan's `refuse`).
+    Refuse,
     /// A test program that must exit 0.
     Check,
     /// Output the report is made from (`xl info -n`, the `u` key, ...).
@@ -100,6 +102,7 @@ impl StepKind {
             "create" => StepKind::Create,
             "destroy" => StepKind::Destroy,
             "churn" => StepKind::Churn,
+            "refuse" => StepKind::Refuse,
             "check" => StepKind::Check,
             "collect" => StepKind::Collect,
             _ => return None,
@@ -113,6 +116,7 @@ impl StepKind {
             StepKind::Create => "create",
             StepKind::Destroy => "destroy",
             StepKind::Churn => "churn",
+            StepKind::Refuse => "refuse",
             StepKind::Check => "check",
             StepKind::Collect => "collect",
         }

@@ -51,6 +51,10 @@ pub struct Report {
     /// The plan's churn steps: domains created and destroyed over and over.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub churn: Vec<Churn>,
+    /// The plan's refuse steps, by domain: the error `xl create` gave, and
+    /// that it left no domain and every node's free pages as they were.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, Vec<String>>,
 }
 
 /// A churn step's result: every round ran and no domain was left (dom0's
@@ -161,6 +165,16 @@ impl Report {
         let vcpus = section("xl-vcpu-list").map(|o| parse::xl_vcpu_list(o)).transpose().context("parsing `xl vcpu-list`")?;
         let dump = section("debug-key-u").map(|o| parse::debug_key_u(o)).transpose().context("parsing the `u` debug key")?;
 
+        let verdicts = |kind: StepKind| -> BTreeMap<String, Vec<String>> {
+            steps
+                .iter()
+                .filter(|s| s.kind == kind)
+                .map(|s| {
+                    let lines = s.output.iter().filter(|l| ["PASS", "FAIL", "GAP"].iter().any(|w| l.starts_with(w)));
+                    (s.name.clone(), lines.cloned().collect())
+                })
+                .collect()
+        };
         let mut report = Report {
             base: booted.base,
             topology: topology.name.clone(),
@@ -173,15 +187,9 @@ impl Report {
             xen_version: info.as_ref().map(|i| i.xen_version.clone()),
             nodes: Vec::new(),
             domains: Vec::new(),
-            checks: steps
-                .iter()
-                .filter(|s| s.kind == StepKind::Check)
-                .map(|s| {
-                    let lines = s.output.iter().filter(|l| ["PASS", "FAIL", "GAP"].iter().any(|w| l.starts_with(w)));
-                    (s.name.clone(), lines.cloned().collect())
-                })
-                .collect(),
+            checks: verdicts(StepKind::Check),
             churn: Vec::new(),
+            refused: verdicts(StepKind::Refuse),
         };
         for step in steps.iter().filter(|s| s.kind == StepKind::Churn) {
             report.churn.push(churn(step).with_context(|| format!("churn step {}", step.name))?);

@@ -48,7 +48,8 @@ pub struct Scenario {
     /// The order in which domains are created and destroyed (each domain
     /// created once at least); by default each is created in turn.
     /// Written `- create: NAME`, `- destroy: NAME`,
-    /// `- churn: {cycles: N, domains: [NAME, ...]}`.
+    /// `- churn: {cycles: N, domains: [NAME, ...]}`,
+    /// `- refuse: {domain: NAME, error: WORDS}`.
     #[serde(default, with = "yaml_serde::with::singleton_map_recursive")]
     pub plan: Option<Vec<PlanStep>>,
     /// The topologies (file names) `cargo xtask test` runs the scenario on,
@@ -112,6 +113,20 @@ pub enum PlanStep {
     /// Domains created and destroyed in turn, over and over: every node's
     /// free pages must end as they started.
     Churn(Churn),
+    /// `xl create -p` of a domain whose configuration Xen or the toolstack
+    /// must refuse: the step fails unless the creation fails with `error`
+    /// in its output, and leaves no new domain and every node's free pages
+    /// as they were.
+    Refuse(Refusal),
+}
+
+/// A `refuse` step: the domain to create and the words the error must
+/// hold (the node it names, for a placement that cannot be honoured).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    pub domain: String,
+    pub error: String,
 }
 
 /// A `churn` step: `cycles` rounds, each creating and destroying every one
@@ -284,7 +299,7 @@ impl Scenario {
             match step {
                 PlanStep::Create(name) => alive.insert(name),
                 PlanStep::Destroy(name) => alive.remove(&name),
-                PlanStep::Churn(_) => false,
+                PlanStep::Churn(_) | PlanStep::Refuse(_) => false,
             };
         }
         alive
@@ -387,6 +402,22 @@ impl Scenario {
                         }
                         continue;
                     }
+                    PlanStep::Refuse(r) => {
+                        if !seen.contains_key(&r.domain) {
+                            bail!("field `plan[{i}].refuse.domain`: no domain {:?} in `domains`", r.domain);
+                        }
+                        if alive.get(&r.domain) == Some(&true) {
+                            bail!("field `plan[{i}].refuse.domain`: {:?} exists at this point of the plan", r.domain);
+                        }
+                        if r.error.trim().is_empty() || r.error.chars().any(|c| c == '\n' || c == '\'') {
+                            bail!(
+                                "field `plan[{i}].refuse.error`: {:?}: give the words the error must hold, on one line, without `'`",
+                                r.error
+                            );
+                        }
+                        alive.entry(r.domain.clone()).or_insert(false);
+                        continue;
+                    }
                 };
                 if !seen.contains_key(name) {
                     bail!("field `plan[{i}]`: no domain {name:?} in `domains`");
@@ -405,6 +436,10 @@ impl Scenario {
         }
         if self.collect.is_empty() {
             bail!("field `collect`: nothing to collect; list at least one of xl-info, xl-list, xl-vcpu-list, debug-key-u");
+        }
+        if self.collect.contains(&Collect::DebugKeyU) && !self.collect.contains(&Collect::XlVcpuList) {
+            // The report files each vCPU's structures under the vCPU.
+            bail!("field `collect`: debug-key-u lists vCPUs' structures, which need xl-vcpu-list too");
         }
         Ok(())
     }
@@ -436,6 +471,7 @@ impl Scenario {
                 PlanStep::Create(name) => writeln!(plan, "create {name}").unwrap(),
                 PlanStep::Destroy(name) => writeln!(plan, "destroy {name}").unwrap(),
                 PlanStep::Churn(c) => writeln!(plan, "churn {} {}", c.cycles, c.domains.join(" ")).unwrap(),
+                PlanStep::Refuse(r) => writeln!(plan, "refuse {} '{}'", r.domain, r.error).unwrap(),
             }
         }
         for c in &self.collect {
@@ -611,7 +647,7 @@ mod tests {
     fn dom0_files() {
         let s = parse(
             "description: x\ndomains:\n- {name: a, type: pv, vcpus: 2, memory_mib: 200, \
-             hard_affinity: {nodes: [1]}, soft_affinity: {cpus: [0, 1]}}\ncollect: [xl-list, debug-key-u]\n",
+             hard_affinity: {nodes: [1]}, soft_affinity: {cpus: [0, 1]}}\ncollect: [xl-list, xl-vcpu-list, debug-key-u]\n",
         )
         .unwrap();
         let files = s.dom0_files();
@@ -621,7 +657,7 @@ mod tests {
             "name = \"a\"\ntype = \"pv\"\nkernel = \"/boot/numa-harness-guest\"\n\
              memory = 200\nvcpus = 2\ncpus = \"node:1\"\ncpus_soft = \"0,1\"\n"
         );
-        assert_eq!(files[1].1.lines().skip(1).collect::<Vec<_>>(), ["create a", "collect xl-list xl list -n", "collect debug-key-u debug_key u"]);
+        assert_eq!(files[1].1.lines().skip(1).collect::<Vec<_>>(), ["create a", "collect xl-list xl list -n", "collect xl-vcpu-list xl vcpu-list", "collect debug-key-u debug_key u"]);
     }
 
     /// Cpupools, a pool and extra xl lines per domain, and a plan that
@@ -652,6 +688,18 @@ mod tests {
         let churn_files = churned.dom0_files();
         let churn_plan = &churn_files.last().unwrap().1;
         assert_eq!(churn_plan.lines().skip(1).collect::<Vec<_>>(), ["churn 3 a b", "create b", "collect xl-list xl list -n"]);
+        let refused = parse(
+            "description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100}\n\
+             - {name: b, type: pv, vcpus: 1, memory_mib: 100, xl: ['vnuma = [\"pnode=8,size=100,vcpus=0\"]']}\n\
+             plan:\n- create: a\n- refuse: {domain: b, error: Invalid pnode 8}\ncollect: [xl-list]\n",
+        )
+        .unwrap();
+        assert_eq!(refused.alive_at_end().into_iter().collect::<Vec<_>>(), ["a"]);
+        let refused_files = refused.dom0_files();
+        assert_eq!(
+            refused_files.last().unwrap().1.lines().skip(1).collect::<Vec<_>>(),
+            ["create a", "refuse b 'Invalid pnode 8'", "collect xl-list xl list -n"]
+        );
         let plan = &files.last().unwrap().1;
         assert_eq!(
             plan.lines().skip(1).collect::<Vec<_>>(),
@@ -679,6 +727,18 @@ mod tests {
             err(&format!("description: x\n{two}plan: [{{create: a}}, {{churn: {{cycles: 1, domains: [b, a]}}}}]\n")),
             "field `plan[1].churn.domains`: \"a\" exists at this point of the plan"
         );
+        assert_eq!(
+            err("description: x\ncollect: [xl-list, debug-key-u]\n"),
+            "field `collect`: debug-key-u lists vCPUs' structures, which need xl-vcpu-list too"
+        );
+        let refuse = |r: &str| err(&format!("description: x\n{two}plan: [{{create: a}}, {{refuse: {r}}}]\n"));
+        assert_eq!(refuse("{domain: c, error: x}"), "field `plan[1].refuse.domain`: no domain \"c\" in `domains`");
+        assert_eq!(refuse("{domain: a, error: x}"), "field `plan[1].refuse.domain`: \"a\" exists at this point of the plan");
+        assert_eq!(
+            refuse("{domain: b, error: \"it's\"}"),
+            "field `plan[1].refuse.error`: \"it's\": give the words the error must hold, on one line, without `'`"
+        );
+        assert!(refuse("{domain: b}").starts_with("field `plan[1].refuse`: missing field `error`"), "{}", refuse("{domain: b}"));
         assert_eq!(
             err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, pool: p}\n"),
             "field `domains[0].pool`: no cpupool \"p\" in `cpupools` (nor Pool-0)"

@@ -57,6 +57,14 @@ pub fn normalized(report: &Report) -> Result<Value> {
 /// node, but only for a domain created with an explicit node affinity.
 const POOL_OBJECTS: &[&str] = &["sched_unit", "fpu", "grant_table"];
 
+/// Whether the object comes from the xmalloc pool, so that the node the
+/// instrument gives is that of whichever pool page it was carved from,
+/// which changes from boot to boot: one of [`POOL_OBJECTS`], on the
+/// baseline build or of a domain whose node affinity is not explicit.
+pub fn from_xmalloc_pool(build: &str, explicit: bool, object: &str) -> bool {
+    (build == "baseline" || !explicit) && POOL_OBJECTS.contains(&object)
+}
+
 /// Replaces the node of [`POOL_OBJECTS`] by `[xmalloc pool]` where it comes
 /// from the pool: on the baseline build, and for domains whose node
 /// affinity is not explicit.
@@ -66,22 +74,19 @@ fn redact_pool_objects(report: &mut Value, build: &str) {
     };
     for domain in domains {
         let explicit = domain.get("node_affinity_is").and_then(Value::as_str) == Some("explicit");
-        if build != "baseline" && explicit {
-            continue;
-        }
         if let Some(objects) = domain.get_mut("objects") {
-            redact_pool_nodes(objects);
+            redact_pool_nodes(objects, build, explicit);
         }
         let vcpus = domain.get_mut("vcpus").and_then(Value::as_sequence_mut);
         for objects in vcpus.into_iter().flatten().filter_map(|v| v.get_mut("objects")) {
-            redact_pool_nodes(objects);
+            redact_pool_nodes(objects, build, explicit);
         }
     }
 }
 
-fn redact_pool_nodes(objects: &mut Value) {
+fn redact_pool_nodes(objects: &mut Value, build: &str, explicit: bool) {
     for (name, node) in objects.as_mapping_mut().into_iter().flatten() {
-        if name.as_str().is_some_and(|n| POOL_OBJECTS.contains(&n)) {
+        if name.as_str().is_some_and(|n| from_xmalloc_pool(build, explicit, n)) {
             *node = "[xmalloc pool]".into();
         }
     }
@@ -275,6 +280,7 @@ mod tests {
             domains: vec![domain(0, dom0_pages), domain(1, 100)],
             checks: Default::default(),
             churn: Vec::new(),
+            refused: Default::default(),
         }
     }
 
