@@ -128,5 +128,22 @@ xflags::xflags! {
             optional --timeout-scale scale: f64
             optional --xen-sources dir: PathBuf
         }
+
+        /// Measure what a reviewer of the series asks (where each domain's
+        /// structures land, baseline beside patched) on every topology
+        /// with every scenario that places domains, and write it as
+        /// Markdown and SVG pictures under docs/evidence/.
+        cmd evidence {
+            /// A base name or file (default: the default base).
+            optional --base base: String
+            /// How many boots run at once (as for `test`).
+            optional -j, --jobs jobs: usize
+            /// Boot every boot again rather than read the console of an
+            /// identical earlier boot.
+            optional --rerun
+            /// Multiply every boot timeout by this factor.
+            optional --timeout-scale scale: f64
+            optional --xen-sources dir: PathBuf
+        }
     }
 }

@@ -21,6 +21,7 @@ mod commands;
 mod config;
 mod console;
 mod cpio;
+mod evidence;
 mod fetch;
 mod guest_kernel;
 mod flags;

@@ -43,6 +43,11 @@ impl Booter {
         Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false })
     }
 
+    /// The accelerator boots use, and why.
+    pub fn accel(&self) -> (Accel, &str) {
+        (self.accel.0, &self.accel.1)
+    }
+
     pub fn spec<'b>(
         &'b self,
         artifacts: &Artifacts,

@@ -4,6 +4,7 @@
 
 mod boot;
 mod build;
+mod evidence;
 mod run;
 mod setup;
 mod test;
@@ -32,6 +33,7 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
         XtaskCmd::Boot(b) => boot::boot(&sh, b),
         XtaskCmd::Run(r) => run::run(&sh, r),
         XtaskCmd::Test(t) => test::test(&sh, t),
+        XtaskCmd::Evidence(e) => evidence::evidence(&sh, e),
     }
 }
 

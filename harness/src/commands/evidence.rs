@@ -1,0 +1,120 @@
+//! `cargo xtask evidence`: both builds of a base booted with every
+//! topology and every scenario that places domains, and the figures a
+//! reviewer asks for written under `docs/evidence/` as Markdown and SVG.
+
+use anyhow::{Context, Result};
+use xshell::Shell;
+
+use super::Work;
+use crate::base::Base;
+use crate::config::yaml_files;
+use crate::evidence::{markdown, svg, Header, Pair};
+use crate::flags;
+use crate::patch::Flavor;
+use crate::runner::{boot_jobs, in_parallel, Booter};
+use crate::scenario::{Collect, PlanStep, Scenario};
+use crate::topology::Topology;
+use crate::paths;
+
+/// The scenarios whose reports say where domains landed: they run on both
+/// builds, create domains and collect the `u` debug key, and are not about
+/// something else (churn, refusals).
+fn places_domains(s: &Scenario) -> bool {
+    Flavor::ALL.iter().all(|&f| s.runs_on(f))
+        && !s.domains.is_empty()
+        && s.collect.contains(&Collect::DebugKeyU)
+        && s.steps().iter().all(|step| matches!(step, PlanStep::Create(_) | PlanStep::Destroy(_)))
+}
+
+/// Every shipped topology with every scenario that places domains and
+/// fits it (and names it, if it names topologies), in file-name order.
+fn chosen() -> Result<Vec<(Topology, Scenario)>> {
+    let images = paths::images_dir();
+    let topologies = yaml_files(&images.join("topologies"))?.iter().map(|p| Topology::load(p)).collect::<Result<Vec<_>>>()?;
+    let scenarios = yaml_files(&images.join("scenarios"))?.iter().map(|p| Scenario::load_any(p)).collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for t in &topologies {
+        for s in scenarios.iter().filter(|s| places_domains(s)) {
+            if s.made_for(t).is_ok() && s.fits(t).is_ok() {
+                out.push((t.clone(), Scenario::load(&s.path, t)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn machine(booter: &Booter) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (accel, why) = booter.accel();
+    format!("{model}, {cores} core(s), QEMU with {accel} ({why})")
+}
+
+fn harness_commit() -> String {
+    duct::cmd!("git", "describe", "--always", "--dirty")
+        .dir(paths::repo())
+        .stderr_null()
+        .read()
+        .unwrap_or_else(|_| "unknown (not a git checkout)".into())
+}
+
+pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
+    let base = Base::chosen(e.base.as_deref())?;
+    let chosen = chosen()?;
+    let work = Work::new(sh, base.clone(), e.xen_sources.as_deref(), None)?;
+    let builds = [work.build(Flavor::Baseline)?, work.build(Flavor::Patched)?];
+    let mut booter = Booter::new(sh)?;
+    booter.reuse = !e.rerun;
+    eprintln!("evidence: {} topology and scenario pairs, each on both builds", chosen.len());
+
+    let jobs = boot_jobs(e.jobs)?;
+    let mut reports = Vec::new();
+    in_parallel(
+        jobs,
+        2 * chosen.len(),
+        |i| {
+            let (t, s) = &chosen[i / 2];
+            booter.report(&builds[i % 2], t, s, e.timeout_scale)
+        },
+        |r| reports.push(r),
+    );
+    let mut pairs = Vec::new();
+    let mut reports = reports.into_iter();
+    for _ in &chosen {
+        let (b, p) = (reports.next().expect("two per pair")?, reports.next().expect("two per pair")?);
+        pairs.push(Pair::new(b, p)?);
+    }
+
+    let header = Header {
+        command: match base.default {
+            true => "cargo xtask evidence".into(),
+            false => format!("cargo xtask evidence --base {}", base.name),
+        },
+        base: base.name.clone(),
+        xen_commit: format!("{} ({})", &base.upstream.commit[..10.min(base.upstream.commit.len())], base.version),
+        harness_commit: harness_commit(),
+        machine: machine(&booter),
+    };
+    let docs = paths::repo().join("docs").join("evidence");
+    let pictures = docs.join(&base.name);
+    let staging = paths::staging_dir(&pictures)?;
+    for p in &pairs {
+        let path = staging.join(p.svg_file());
+        std::fs::write(&path, svg::draw(p)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    paths::commit_dir(&staging, &pictures)?;
+    let document = docs.join(format!("{}.md", base.name));
+    paths::write_atomic(&document, markdown::document(&header, &pairs, &base.name)?.as_bytes())?;
+    let totals = markdown::totals(&pairs)?;
+    println!(
+        "evidence: structures on the domain's own nodes: baseline {}, patched {}",
+        totals[0].text(),
+        totals[1].text()
+    );
+    println!("evidence: {} and {} pictures in {}", document.display(), pairs.len(), pictures.display());
+    Ok(())
+}
