@@ -88,6 +88,9 @@ pub enum StepKind {
     Churn,
     /// `xl create` of a domain that must be refused (a plan's `refuse`).
     Refuse,
+    /// Domains created and destroyed again and again, timed and their
+    /// memory counted (a plan's `measure`).
+    Measure,
     /// A test program that must exit 0.
     Check,
     /// Output the report is made from (`xl info -n`, the `u` key, ...).
@@ -103,6 +106,7 @@ impl StepKind {
             "destroy" => StepKind::Destroy,
             "churn" => StepKind::Churn,
             "refuse" => StepKind::Refuse,
+            "measure" => StepKind::Measure,
             "check" => StepKind::Check,
             "collect" => StepKind::Collect,
             _ => return None,
@@ -117,6 +121,7 @@ impl StepKind {
             StepKind::Destroy => "destroy",
             StepKind::Churn => "churn",
             StepKind::Refuse => "refuse",
+            StepKind::Measure => "measure",
             StepKind::Check => "check",
             StepKind::Collect => "collect",
         }

@@ -343,6 +343,52 @@ pub fn churn(lines: &[String]) -> Result<Churn> {
     Ok(c)
 }
 
+/// One round of a plan's `measure` step (`measure_loop` in dom0's init).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeasuredRound {
+    /// `xl create -p`'s wall time.
+    pub create_ns: u64,
+    /// `xl destroy`'s wall time.
+    pub destroy_ns: u64,
+    /// Free pages, all nodes together, before the creation minus while
+    /// the domain existed.
+    pub pages_taken: u64,
+    /// The domain's own pages (the `u` key's `total`).
+    pub domain_pages: u64,
+}
+
+/// What a plan's `measure` step printed: the clock it read, and each
+/// domain's rounds in the order they ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub repeats: u32,
+    /// `timer_list` (nanoseconds) or `uptime` (hundredths of a second).
+    pub clock: String,
+    pub rounds: Vec<(String, MeasuredRound)>,
+}
+
+pub fn measured(lines: &[String]) -> Result<Measured> {
+    let mut m = Measured { repeats: 0, clock: String::new(), rounds: Vec::new() };
+    for line in lines {
+        let bad = || anyhow!("malformed measure step line {line:?}");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["repeats", n] => m.repeats = n.parse().map_err(|_| bad())?,
+            ["clock", c @ ("timer_list" | "uptime")] => m.clock = c.to_string(),
+            ["round", name, numbers @ ..] if numbers.len() == 4 => {
+                let n: Vec<u64> = numbers.iter().map(|w| w.parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
+                let round = MeasuredRound { create_ns: n[0], destroy_ns: n[1], pages_taken: n[2], domain_pages: n[3] };
+                m.rounds.push((name.to_string(), round));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if m.repeats == 0 || m.clock.is_empty() || m.rounds.is_empty() {
+        bail!("the measure step's output lacks its repeats, clock or rounds: {lines:?}");
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

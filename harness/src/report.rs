@@ -55,6 +55,39 @@ pub struct Report {
     /// that it left no domain and every node's free pages as they were.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub refused: BTreeMap<String, Vec<String>>,
+    /// The plan's measure steps: domains created and destroyed again and
+    /// again, timed, and the memory Xen took for them counted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub measure: Vec<Measure>,
+}
+
+/// A measure step's result: each domain's rounds, in the order they ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measure {
+    /// Rounds per domain (one more ran first, uncounted).
+    pub repeats: u32,
+    /// The clock dom0 read: `timer_list` (nanoseconds) or `uptime`
+    /// (hundredths of a second).
+    pub clock: String,
+    pub domains: Vec<MeasuredDomain>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasuredDomain {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: crate::scenario::DomainType,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Each round's `xl create -p` wall time, milliseconds.
+    pub create_ms: Vec<f64>,
+    /// Each round's `xl destroy` wall time, milliseconds.
+    pub destroy_ms: Vec<f64>,
+    /// Each round's pages Xen took while the domain existed beyond the
+    /// domain's own (its structures, page tables, HAP/shadow pool, ...):
+    /// free pages before the creation, minus free pages while it existed,
+    /// minus the domain's total pages.
+    pub xen_pages: Vec<i64>,
 }
 
 /// A churn step's result: every round ran and no domain was left (dom0's
@@ -190,7 +223,11 @@ impl Report {
             checks: verdicts(StepKind::Check),
             churn: Vec::new(),
             refused: verdicts(StepKind::Refuse),
+            measure: Vec::new(),
         };
+        for step in steps.iter().filter(|s| s.kind == StepKind::Measure) {
+            report.measure.push(measure(scenario, step).with_context(|| format!("measure step {}", step.name))?);
+        }
         for step in steps.iter().filter(|s| s.kind == StepKind::Churn) {
             report.churn.push(churn(step).with_context(|| format!("churn step {}", step.name))?);
         }
@@ -284,6 +321,38 @@ impl Report {
         }
         Ok(report)
     }
+}
+
+/// A measure step's result, from the lines dom0's init printed: every
+/// domain it names, in its order, with as many rounds as it repeats.
+fn measure(scenario: &Scenario, step: &Step) -> Result<Measure> {
+    let m = parse::measured(&step.output)?;
+    let ms = |ns: u64| (ns as f64 / 1e3).round() / 1e3;
+    let mut domains = Vec::new();
+    for name in step.name.split(',') {
+        let d = scenario
+            .domains
+            .iter()
+            .find(|d| d.name == name)
+            .with_context(|| format!("the step names domain {name:?}, which the scenario does not define"))?;
+        let rounds: Vec<_> = m.rounds.iter().filter(|(n, _)| n == name).map(|(_, r)| r).collect();
+        if rounds.len() != m.repeats as usize {
+            bail!("{} rounds of {name} were measured, not {}", rounds.len(), m.repeats);
+        }
+        domains.push(MeasuredDomain {
+            name: name.to_string(),
+            kind: d.kind,
+            vcpus: d.vcpus,
+            memory_mib: d.memory_mib,
+            create_ms: rounds.iter().map(|r| ms(r.create_ns)).collect(),
+            destroy_ms: rounds.iter().map(|r| ms(r.destroy_ns)).collect(),
+            xen_pages: rounds.iter().map(|r| r.pages_taken as i64 - r.domain_pages as i64).collect(),
+        });
+    }
+    if let Some((name, _)) = m.rounds.iter().find(|(n, _)| !domains.iter().any(|d| &d.name == n)) {
+        bail!("a round of {name}, which the step does not name");
+    }
+    Ok(Measure { repeats: m.repeats, clock: m.clock, domains })
 }
 
 /// A churn step's result, from the lines dom0's init printed.
@@ -589,5 +658,41 @@ mod tests {
         let mut other = step(1);
         other.output[6] = "after NODE2 1".into();
         assert!(churn(&other).unwrap_err().to_string().contains("name different nodes"));
+    }
+
+    /// A measure step from a real boot (master, patched, two-node): each
+    /// domain's rounds in order, Xen's pages beyond the domain's own the
+    /// same in every round, and a step that lost a round is refused.
+    #[test]
+    fn measure_step_from_a_real_boot() {
+        let text = include_str!("../tests/fixtures/two-node-creation-cost-master-patched.console.log");
+        let images = crate::paths::images_dir();
+        let t = Topology::load(&images.join("topologies/two-node.yaml")).unwrap();
+        let s = Scenario::load(&images.join("scenarios/creation-cost.yaml"), &t).unwrap();
+        let steps = crate::console::result_block(text).unwrap();
+        let r = Report::new(&t, &s, booted("patched"), &steps).unwrap();
+        let [m] = &r.measure[..] else { panic!("one measure step: {:?}", r.measure) };
+        assert_eq!((m.repeats, m.clock.as_str()), (20, "timer_list"));
+        let names: Vec<_> = m.domains.iter().map(|d| (d.name.as_str(), d.vcpus, d.create_ms.len(), d.destroy_ms.len())).collect();
+        assert_eq!(names, [("cost-pvh-1vcpu", 1, 20, 20), ("cost-pvh-4vcpus", 4, 20, 20)]);
+        // Under TCG `xl create -p` of a small PVH domain takes a few hundred ms.
+        assert!(m.domains.iter().flat_map(|d| &d.create_ms).all(|&ms| (100.0..2000.0).contains(&ms)));
+        // 352 pages beyond the domain's 64 MiB for one vCPU, 1154 for four:
+        // libxl sizes the HAP pool at 1 MiB per vCPU (256 pages), and Xen
+        // adds each vCPU's own structures.
+        assert!(m.domains[0].xen_pages.iter().all(|&p| p == 352), "{:?}", m.domains[0].xen_pages);
+        assert!(m.domains[1].xen_pages.iter().all(|&p| p == 1154), "{:?}", m.domains[1].xen_pages);
+
+        let mut short = steps.clone();
+        let step = short.iter_mut().find(|s| s.kind == StepKind::Measure).unwrap();
+        let last = step.output.iter().rposition(|l| l.starts_with("round cost-pvh-4vcpus ")).unwrap();
+        step.output.remove(last);
+        let e = format!("{:#}", Report::new(&t, &s, booted("patched"), &short).unwrap_err());
+        assert!(e.contains("19 rounds of cost-pvh-4vcpus were measured, not 20"), "{e}");
+        let mut bad = steps.clone();
+        let step = bad.iter_mut().find(|s| s.kind == StepKind::Measure).unwrap();
+        step.output[1] = "clock sundial".into();
+        let e = format!("{:#}", Report::new(&t, &s, booted("patched"), &bad).unwrap_err());
+        assert!(e.contains("malformed measure step line \"clock sundial\""), "{e}");
     }
 }

@@ -49,7 +49,8 @@ pub struct Scenario {
     /// created once at least); by default each is created in turn.
     /// Written `- create: NAME`, `- destroy: NAME`,
     /// `- churn: {cycles: N, domains: [NAME, ...]}`,
-    /// `- refuse: {domain: NAME, error: WORDS}`.
+    /// `- refuse: {domain: NAME, error: WORDS}`,
+    /// `- measure: {repeats: N, domains: [NAME, ...]}`.
     #[serde(default, with = "yaml_serde::with::singleton_map_recursive")]
     pub plan: Option<Vec<PlanStep>>,
     /// The topologies (file names) `cargo xtask test` runs the scenario on,
@@ -118,7 +119,27 @@ pub enum PlanStep {
     /// in its output, and leaves no new domain and every node's free pages
     /// as they were.
     Refuse(Refusal),
+    /// Each domain created and destroyed `repeats` times, timing `xl
+    /// create -p` and `xl destroy` and counting the pages Xen took beyond
+    /// the domain's own while it existed.
+    Measure(Measure),
 }
+
+/// A `measure` step: for each of `domains` in turn, one round not counted
+/// (what Xen sets up once, and the page cache of dom0, do not count), then
+/// `repeats` rounds, each from a quiet start: every node's free pages
+/// stopped changing and nothing left to scrub.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measure {
+    pub repeats: u32,
+    pub domains: Vec<String>,
+}
+
+/// The most `repeats` a measure step may ask for: a round takes a few
+/// seconds under TCG (it waits for quiet memory), and the boot has a
+/// time limit.
+pub const MAX_MEASURE_REPEATS: u32 = 40;
 
 /// A `refuse` step: the domain to create and the words the error must
 /// hold (the node it names, for a placement that cannot be honoured).
@@ -299,7 +320,7 @@ impl Scenario {
             match step {
                 PlanStep::Create(name) => alive.insert(name),
                 PlanStep::Destroy(name) => alive.remove(&name),
-                PlanStep::Churn(_) | PlanStep::Refuse(_) => false,
+                PlanStep::Churn(_) | PlanStep::Refuse(_) | PlanStep::Measure(_) => false,
             };
         }
         alive
@@ -402,6 +423,24 @@ impl Scenario {
                         }
                         continue;
                     }
+                    PlanStep::Measure(m) => {
+                        if m.repeats == 0 || m.repeats > MAX_MEASURE_REPEATS {
+                            bail!("field `plan[{i}].measure.repeats`: {} is not between 1 and {MAX_MEASURE_REPEATS}", m.repeats);
+                        }
+                        if m.domains.is_empty() {
+                            bail!("field `plan[{i}].measure.domains`: empty; name the domains to measure");
+                        }
+                        for name in &m.domains {
+                            if !seen.contains_key(name) {
+                                bail!("field `plan[{i}].measure.domains`: no domain {name:?} in `domains`");
+                            }
+                            if alive.get(name) == Some(&true) {
+                                bail!("field `plan[{i}].measure.domains`: {name:?} exists at this point of the plan");
+                            }
+                            alive.entry(name.clone()).or_insert(false);
+                        }
+                        continue;
+                    }
                     PlanStep::Refuse(r) => {
                         if !seen.contains_key(&r.domain) {
                             bail!("field `plan[{i}].refuse.domain`: no domain {:?} in `domains`", r.domain);
@@ -472,6 +511,7 @@ impl Scenario {
                 PlanStep::Destroy(name) => writeln!(plan, "destroy {name}").unwrap(),
                 PlanStep::Churn(c) => writeln!(plan, "churn {} {}", c.cycles, c.domains.join(" ")).unwrap(),
                 PlanStep::Refuse(r) => writeln!(plan, "refuse {} '{}'", r.domain, r.error).unwrap(),
+                PlanStep::Measure(m) => writeln!(plan, "measure {} {}", m.repeats, m.domains.join(" ")).unwrap(),
             }
         }
         for c in &self.collect {
@@ -700,6 +740,17 @@ mod tests {
             refused_files.last().unwrap().1.lines().skip(1).collect::<Vec<_>>(),
             ["create a", "refuse b 'Invalid pnode 8'", "collect xl-list xl list -n"]
         );
+        let measured = parse(
+            "description: x\ndomains:\n- {name: a, type: pvh, vcpus: 1, memory_mib: 100}\n\
+             - {name: b, type: pvh, vcpus: 4, memory_mib: 100}\n\
+             plan:\n- measure: {repeats: 20, domains: [a, b]}\ncollect: [xl-list]\n",
+        )
+        .unwrap();
+        assert!(measured.alive_at_end().is_empty());
+        assert_eq!(
+            measured.dom0_files().last().unwrap().1.lines().skip(1).collect::<Vec<_>>(),
+            ["measure 20 a b", "collect xl-list xl list -n"]
+        );
         let plan = &files.last().unwrap().1;
         assert_eq!(
             plan.lines().skip(1).collect::<Vec<_>>(),
@@ -738,6 +789,12 @@ mod tests {
             refuse("{domain: b, error: \"it's\"}"),
             "field `plan[1].refuse.error`: \"it's\": give the words the error must hold, on one line, without `'`"
         );
+        let measure = |m: &str| err(&format!("description: x\n{two}plan: [{{create: a}}, {{measure: {m}}}]\n"));
+        assert_eq!(measure("{repeats: 0, domains: [b]}"), "field `plan[1].measure.repeats`: 0 is not between 1 and 40");
+        assert_eq!(measure("{repeats: 41, domains: [b]}"), "field `plan[1].measure.repeats`: 41 is not between 1 and 40");
+        assert_eq!(measure("{repeats: 2, domains: []}"), "field `plan[1].measure.domains`: empty; name the domains to measure");
+        assert_eq!(measure("{repeats: 2, domains: [c]}"), "field `plan[1].measure.domains`: no domain \"c\" in `domains`");
+        assert_eq!(measure("{repeats: 2, domains: [a]}"), "field `plan[1].measure.domains`: \"a\" exists at this point of the plan");
         assert!(refuse("{domain: b}").starts_with("field `plan[1].refuse`: missing field `error`"), "{}", refuse("{domain: b}"));
         assert_eq!(
             err("description: x\ndomains:\n- {name: a, type: pv, vcpus: 1, memory_mib: 100, pool: p}\n"),

@@ -48,7 +48,31 @@ pub fn normalized(report: &Report) -> Result<Value> {
     }
     redact_dom0_pages(&mut value);
     redact_pool_objects(&mut value, &report.build);
+    redact_measurements(&mut value);
     Ok(value)
+}
+
+/// A measure step's wall times differ from run to run; they are kept in
+/// the report (`cargo xtask evidence` sets them out with their spread) but
+/// not in the snapshot. Xen's pages per round are the same round after
+/// round; the snapshot keeps their median.
+fn redact_measurements(report: &mut Value) {
+    let Some(steps) = report.get_mut("measure").and_then(Value::as_sequence_mut) else { return };
+    for domain in steps.iter_mut().filter_map(|s| s.get_mut("domains")).filter_map(Value::as_sequence_mut).flatten() {
+        let Some(map) = domain.as_mapping_mut() else { continue };
+        for key in ["create_ms", "destroy_ms"] {
+            if map.contains_key(key) {
+                map.insert(key.into(), "[varies]".into());
+            }
+        }
+        if let Some(pages) = map.shift_remove("xen_pages").and_then(|v| v.as_sequence().cloned()) {
+            let mut v: Vec<i64> = pages.iter().filter_map(Value::as_i64).collect();
+            v.sort_unstable();
+            if let Some(m) = v.get(v.len() / 2) {
+                map.insert("xen_pages_median".into(), (*m).into());
+            }
+        }
+    }
 }
 
 /// Objects smaller than a page that both bases allocate with xmalloc() or
@@ -281,6 +305,7 @@ mod tests {
             checks: Default::default(),
             churn: Vec::new(),
             refused: Default::default(),
+            measure: Vec::new(),
         }
     }
 
