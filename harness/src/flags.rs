@@ -130,9 +130,10 @@ xflags::xflags! {
         }
 
         /// Measure what a reviewer of the series asks (where each domain's
-        /// structures land, baseline beside patched) on every topology
-        /// with every scenario that places domains, and write it as
-        /// Markdown and SVG pictures under docs/evidence/.
+        /// structures land, and what creating a domain costs in time and
+        /// Xen memory, baseline beside patched) on every topology with
+        /// every scenario that places domains or measures cost, and write
+        /// it as Markdown and SVG pictures under docs/evidence/.
         cmd evidence {
             /// A base name or file (default: the default base).
             optional --base base: String

@@ -1,6 +1,7 @@
 //! `cargo xtask evidence`: both builds of a base booted with every
-//! topology and every scenario that places domains, and the figures a
-//! reviewer asks for written under `docs/evidence/` as Markdown and SVG.
+//! topology and every scenario that places domains or measures what
+//! creating one costs, and the figures a reviewer asks for written under
+//! `docs/evidence/` as Markdown and SVG.
 
 use anyhow::{Context, Result};
 use xshell::Shell;
@@ -11,7 +12,8 @@ use crate::config::yaml_files;
 use crate::evidence::{markdown, svg, Header, Pair};
 use crate::flags;
 use crate::patch::Flavor;
-use crate::runner::{boot_jobs, in_parallel, Booter};
+use crate::boot::RunDir;
+use crate::runner::{boot_jobs, in_parallel, time_summary, Booter};
 use crate::scenario::{Collect, PlanStep, Scenario};
 use crate::topology::Topology;
 use crate::paths;
@@ -26,15 +28,20 @@ fn places_domains(s: &Scenario) -> bool {
         && s.steps().iter().all(|step| matches!(step, PlanStep::Create(_) | PlanStep::Destroy(_)))
 }
 
-/// Every shipped topology with every scenario that places domains and
+/// The scenarios that measure what creating a domain costs.
+fn measures_cost(s: &Scenario) -> bool {
+    Flavor::ALL.iter().all(|&f| s.runs_on(f)) && s.steps().iter().any(|step| matches!(step, PlanStep::Measure(_)))
+}
+
+/// Every shipped topology with every scenario that `pick` picks and that
 /// fits it (and names it, if it names topologies), in file-name order.
-fn chosen() -> Result<Vec<(Topology, Scenario)>> {
+fn chosen(pick: fn(&Scenario) -> bool) -> Result<Vec<(Topology, Scenario)>> {
     let images = paths::images_dir();
     let topologies = yaml_files(&images.join("topologies"))?.iter().map(|p| Topology::load(p)).collect::<Result<Vec<_>>>()?;
     let scenarios = yaml_files(&images.join("scenarios"))?.iter().map(|p| Scenario::load_any(p)).collect::<Result<Vec<_>>>()?;
     let mut out = Vec::new();
     for t in &topologies {
-        for s in scenarios.iter().filter(|s| places_domains(s)) {
+        for s in scenarios.iter().filter(|s| pick(s)) {
             if s.made_for(t).is_ok() && s.fits(t).is_ok() {
                 out.push((t.clone(), Scenario::load(&s.path, t)?));
             }
@@ -64,7 +71,8 @@ fn harness_commit() -> String {
 
 pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
     let base = Base::chosen(e.base.as_deref())?;
-    let chosen = chosen()?;
+    let placing = chosen(places_domains)?;
+    let chosen: Vec<_> = placing.iter().cloned().chain(chosen(measures_cost)?).collect();
     let work = Work::new(sh, base.clone(), e.xen_sources.as_deref(), None)?;
     let builds = [work.build(Flavor::Baseline)?, work.build(Flavor::Patched)?];
     let mut booter = Booter::new(sh)?;
@@ -88,6 +96,10 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
         let (b, p) = (reports.next().expect("two per pair")?, reports.next().expect("two per pair")?);
         pairs.push(Pair::new(b, p)?);
     }
+    let cost_pairs = pairs.split_off(placing.len());
+    let run_dirs: Vec<RunDir> =
+        chosen.iter().flat_map(|(t, s)| builds.iter().map(move |b| RunDir::of(b, t, s))).collect();
+    let times = time_summary(&run_dirs);
 
     let header = Header {
         command: match base.default {
@@ -108,13 +120,23 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
     }
     paths::commit_dir(&staging, &pictures)?;
     let document = docs.join(format!("{}.md", base.name));
-    paths::write_atomic(&document, markdown::document(&header, &pairs, &base.name)?.as_bytes())?;
+    paths::write_atomic(&document, markdown::document(&header, &pairs, &cost_pairs, times.as_deref(), &base.name)?.as_bytes())?;
     let totals = markdown::totals(&pairs)?;
     println!(
         "evidence: structures on the domain's own nodes: baseline {}, patched {}",
         totals[0].text(),
         totals[1].text()
     );
+    for c in crate::evidence::cost::compare(&cost_pairs)? {
+        println!(
+            "evidence: xl create -p of {} ({} vCPUs): baseline {}, patched {}, {:.2}x",
+            c.name,
+            c.vcpus,
+            c.create[0].text(),
+            c.create[1].text(),
+            c.create_ratio()
+        );
+    }
     println!("evidence: {} and {} pictures in {}", document.display(), pairs.len(), pictures.display());
     Ok(())
 }

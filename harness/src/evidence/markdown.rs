@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use anyhow::Result;
 
+use super::cost::{self, Compared};
 use super::locality::{self, DomainLocality};
 use super::{Header, Pair, Share};
 
@@ -18,6 +19,98 @@ fn share_of(l: Option<&DomainLocality>) -> String {
     match l {
         Some(l) => Share { local: l.local, listed: l.listed() }.text(),
         None => "not counted".into(),
+    }
+}
+
+fn nodes_of(l: Option<&DomainLocality>) -> String {
+    l.map(|l| node_list(&l.nodes)).unwrap_or_else(|| "-".into())
+}
+
+/// `4 pages (16 KiB)`.
+fn pages_text(pages: f64) -> String {
+    let kib = pages * 4.0;
+    if pages.fract() == 0.0 {
+        format!("{pages:.0} pages ({kib:.0} KiB)")
+    } else {
+        format!("{pages:.2} pages ({kib:.1} KiB)")
+    }
+}
+
+/// Whether a difference of medians is noise: each build's median inside
+/// the other's interquartile range.
+fn noise(c: &Compared, create: bool) -> &'static str {
+    let s = if create { &c.create } else { &c.destroy };
+    if s[0].holds(s[1].median) && s[1].holds(s[0].median) {
+        "within the spread"
+    } else {
+        "outside the spread"
+    }
+}
+
+/// The cost section: every measured domain's times on both builds, their
+/// ratio, and the extra memory.
+fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
+    md.push_str("## Cost
+
+");
+    if compared.is_empty() {
+        md.push_str("No scenario measured creation cost.
+
+");
+        return;
+    }
+    for p in cost_pairs {
+        writeln!(md, "{} / {}: {}
+", p.baseline.topology, p.baseline.scenario, p.baseline.description).unwrap();
+    }
+    md.push_str(
+        "Wall time in dom0 (the kernel's monotonic clock) around each command, \
+         as the median of the rounds with the interquartile range (IQR); \
+         a ratio is patched median over baseline median, \"within the spread\" \
+         when each build's median lies inside the other's IQR. Xen's pages \
+         are those it took beyond the domain's own pages while the domain \
+         existed (free pages before, minus free pages during, minus the \
+         domain's total), the median of the rounds.\n\n",
+    );
+    md.push_str(
+        "| topology | domain | vCPUs | rounds | `xl create -p` baseline | patched | ratio | `xl destroy` baseline | patched | ratio | Xen's pages baseline | patched |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for c in compared {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.2} ({}) | {} | {} | {:.2} ({}) | {} | {} |",
+            c.topology,
+            c.name,
+            c.vcpus,
+            c.create[1].n,
+            c.create[0].text(),
+            c.create[1].text(),
+            c.create_ratio(),
+            noise(c, true),
+            c.destroy[0].text(),
+            c.destroy[1].text(),
+            c.destroy_ratio(),
+            noise(c, false),
+            c.xen_pages[0],
+            c.xen_pages[1]
+        )
+        .unwrap();
+    }
+    md.push('\n');
+    if let Some(e) = cost::extra(compared) {
+        writeln!(md, "- extra Xen memory per domain (fewest vCPUs, patched minus baseline): {}", pages_text(e.per_domain as f64)).unwrap();
+        if let (Some(v), Some(b)) = (e.per_vcpu, e.baseline_per_vcpu) {
+            writeln!(
+                md,
+                "- extra Xen memory per vCPU (slope between the fewest and the most vCPUs, patched minus baseline): {}; \
+                 the baseline's own per vCPU, for scale: {} (mostly the HAP pool libxl sizes by vCPU)",
+                pages_text(v),
+                pages_text(b)
+            )
+            .unwrap();
+        }
+        md.push('\n');
     }
 }
 
@@ -34,9 +127,10 @@ pub fn totals(pairs: &[Pair]) -> Result<[Share; 2]> {
 
 /// The whole document; `pictures` is the folder of the SVG files, relative
 /// to the document.
-pub fn document(header: &Header, pairs: &[Pair], pictures: &str) -> Result<String> {
+pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: Option<&str>, pictures: &str) -> Result<String> {
     let mut md = String::new();
     let totals = totals(pairs)?;
+    let compared = cost::compare(cost_pairs)?;
     writeln!(md, "# Evidence: where a new domain's Xen structures land ({})\n", header.base).unwrap();
     writeln!(md, "Written by `{}`; regenerate it rather than edit it.\n", header.command).unwrap();
     writeln!(md, "- base: {}, Xen {}", header.base, header.xen_commit).unwrap();
@@ -46,7 +140,27 @@ pub fn document(header: &Header, pairs: &[Pair], pictures: &str) -> Result<Strin
 
     md.push_str("## Headline\n\n");
     md.push_str("| | baseline | patched |\n| --- | --- | --- |\n");
-    writeln!(md, "| structures on the domain's own nodes, every counted domain | {} | {} |\n", totals[0].text(), totals[1].text()).unwrap();
+    writeln!(md, "| structures on the domain's own nodes, every counted domain | {} | {} |", totals[0].text(), totals[1].text()).unwrap();
+    for c in &compared {
+        writeln!(
+            md,
+            "| `xl create -p` of {} ({} vCPU(s)), median | {:.0} ms | {:.0} ms ({:.2}x, {}) |",
+            c.name,
+            c.vcpus,
+            c.create[0].median,
+            c.create[1].median,
+            c.create_ratio(),
+            noise(c, true)
+        )
+        .unwrap();
+    }
+    if let Some(e) = cost::extra(&compared) {
+        writeln!(md, "| extra Xen memory per domain | | {} |", pages_text(e.per_domain as f64)).unwrap();
+        if let Some(v) = e.per_vcpu {
+            writeln!(md, "| extra Xen memory per vCPU | | {} |", pages_text(v)).unwrap();
+        }
+    }
+    md.push('\n');
     md.push_str(
         "A domain is counted when its node affinity (`xl list -n`) names some \
          nodes, not all; dom0 only when that affinity was given at boot \
@@ -59,8 +173,25 @@ pub fn document(header: &Header, pairs: &[Pair], pictures: &str) -> Result<Strin
          node that pool's page came from) counts as not local.\n\n",
     );
 
+    let mut short = Vec::new();
+    for p in pairs {
+        for l in locality::of_report(&p.patched)? {
+            if l.local < l.listed() {
+                short.push(format!("{} ({}, {})", l.domain, p.name(), Share { local: l.local, listed: l.listed() }.text()));
+            }
+        }
+    }
+    if short.is_empty() {
+        md.push_str("With the series every counted domain has all its listed structures on its own nodes.\n\n");
+    } else {
+        writeln!(md, "With the series, the domains with structures elsewhere: {}.\n", short.join("; ")).unwrap();
+    }
+
     md.push_str("## By topology, scenario and domain\n\n");
-    md.push_str("| topology | scenario | domain | its nodes | baseline | patched |\n| --- | --- | --- | --- | --- | --- |\n");
+    md.push_str(
+        "| topology | scenario | domain | baseline: its nodes | local | patched: its nodes | local |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
     for p in pairs {
         let sides = [locality::of_report(&p.baseline)?, locality::of_report(&p.patched)?];
         let mut names: Vec<&str> = sides.iter().flatten().map(|l| l.domain.as_str()).collect();
@@ -69,19 +200,31 @@ pub fn document(header: &Header, pairs: &[Pair], pictures: &str) -> Result<Strin
         names.retain(|n| seen.insert(*n));
         for name in names {
             let [b, q] = [&sides[0], &sides[1]].map(|s| s.iter().find(|l| l.domain == name));
-            let nodes = b.or(q).map(|l| node_list(&l.nodes)).unwrap_or_default();
             writeln!(
                 md,
-                "| {} | {} | {name} | {nodes} | {} | {} |",
+                "| {} | {} | {name} | {} | {} | {} | {} |",
                 p.baseline.topology,
                 p.baseline.scenario,
+                nodes_of(b),
                 share_of(b),
+                nodes_of(q),
                 share_of(q)
             )
             .unwrap();
         }
     }
     md.push('\n');
+
+    cost_section(&mut md, &compared, cost_pairs);
+
+    md.push_str("## The harness's own times\n\n");
+    match times {
+        Some(t) => writeln!(md, "This run, on the machine above:\n\n```\n{}```\n", t).unwrap(),
+        None => md.push_str(
+            "Every console was read again from the cache (an identical boot ran before), so this run timed no boot; \
+             `--rerun` boots them all again and times them.\n\n",
+        ),
+    }
 
     md.push_str("## Pictures\n\n");
     md.push_str(
@@ -95,4 +238,61 @@ pub fn document(header: &Header, pairs: &[Pair], pictures: &str) -> Result<Strin
         writeln!(md, "![{}]({pictures}/{})\n", p.name(), p.svg_file()).unwrap();
     }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::tests::{pair, pair_of};
+
+    /// The document from real boots: its figures are the reports', not
+    /// typed in, and the cost of the captured creation-cost boots.
+    #[test]
+    fn document_from_captured_boots() {
+        let placing = [pair("two-node-node1-from-node0-master")];
+        let costing = [pair_of("two-node-creation-cost-master", "creation-cost")];
+        let header = Header {
+            command: "cargo xtask evidence".into(),
+            base: "master".into(),
+            xen_commit: "c447b7308b (4.23-unstable)".into(),
+            harness_commit: "0123abc".into(),
+            machine: "a test".into(),
+        };
+        let md = document(&header, &placing, &costing, None, "master").unwrap();
+        let [b, p] = totals(&placing).unwrap();
+        assert!(md.contains(&format!("| structures on the domain's own nodes, every counted domain | {} | {} |", b.text(), p.text())));
+        assert!(md.contains("| two-node | node1-from-node0 | pv-node1 | 1 | 0 of 8 (0%) | 1 | 8 of 8 (100%) |"), "{md}");
+        assert!(md.contains("With the series every counted domain has all its listed structures on its own nodes."));
+        // 349 and 1146 pages on the baseline, 352 and 1154 patched: 3 more
+        // per domain (grant table, vCPU 0's scheduling unit and FPU area
+        // as pages of their own), 5/3 more per vCPU.
+        assert!(md.contains("| extra Xen memory per domain | | 3 pages (12 KiB) |"), "{md}");
+        assert!(md.contains("| extra Xen memory per vCPU | | 1.67 pages (6.7 KiB) |"), "{md}");
+        let c = &cost::compare(&costing).unwrap()[0];
+        assert_eq!((c.name.as_str(), c.xen_pages), ("cost-pvh-1vcpu", [349, 352]));
+        let row = format!("| `xl create -p` of cost-pvh-1vcpu (1 vCPU(s)), median | {:.0} ms | {:.0} ms", c.create[0].median, c.create[1].median);
+        assert!(md.contains(&row), "{md}");
+        assert!(!md.contains("![two-node/creation-cost]") && md.contains("![two-node/node1-from-node0](master/two-node__node1-from-node0.svg)"));
+        assert!(md.contains("this run timed no boot"));
+    }
+
+    /// The README's headline figures are those of the report in docs/: a
+    /// regenerated report that changes one fails here until the README
+    /// follows.
+    #[test]
+    fn readme_headline_is_the_reports() {
+        let repo = crate::paths::repo();
+        let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+        let doc = std::fs::read_to_string(repo.join("docs/evidence/master.md")).unwrap();
+        let section = readme.split("\n## Evidence\n").nth(1).unwrap().split("\n## ").next().unwrap();
+        let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| --")).skip(1).collect();
+        assert!(rows.len() >= 5, "{rows:?}");
+        for row in rows {
+            for cell in row.split('|').skip(2).map(str::trim).filter(|c| !c.is_empty()) {
+                for figure in cell.split(" (").map(|f| f.trim_end_matches(')')) {
+                    assert!(doc.contains(figure), "README's {figure:?} ({row}) is not in docs/evidence/master.md");
+                }
+            }
+        }
+    }
 }

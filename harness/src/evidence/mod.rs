@@ -3,6 +3,7 @@
 //! topology and scenario (`cargo xtask evidence`, written under `docs/`).
 //! Every figure comes from the typed reports the snapshots hold.
 
+pub mod cost;
 pub mod locality;
 pub mod markdown;
 pub mod svg;
@@ -103,9 +104,15 @@ pub(crate) mod tests {
 
     /// A pair from the captured consoles `<name>-baseline.console.log` and
     /// `<name>-patched.console.log` of two-node/node1-from-node0.
+    /// (`pair_of` for another scenario.)
     pub fn pair(name: &str) -> Pair {
+        pair_of(name, "node1-from-node0")
+    }
+
+    /// The same for another scenario on two-node.
+    pub fn pair_of(name: &str, scenario: &str) -> Pair {
         let t = Topology::load(&paths::images_dir().join("topologies/two-node.yaml")).unwrap();
-        let s = Scenario::load(&paths::images_dir().join("scenarios/node1-from-node0.yaml"), &t).unwrap();
+        let s = Scenario::load(&paths::images_dir().join(format!("scenarios/{scenario}.yaml")), &t).unwrap();
         let [b, p] = ["baseline", "patched"].map(|build| {
             let path = paths::repo().join("harness/tests/fixtures").join(format!("{name}-{build}.console.log"));
             let text = std::fs::read_to_string(&path).unwrap();

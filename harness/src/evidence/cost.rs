@@ -1,0 +1,154 @@
+//! What the series costs, from the reports' measure steps: `xl create -p`
+//! and `xl destroy` wall time as medians with their interquartile range,
+//! patched over baseline, and the pages Xen takes per domain and per vCPU
+//! beyond the domain's own, patched minus baseline.
+
+use anyhow::{bail, Result};
+
+use super::Pair;
+use crate::report::MeasuredDomain;
+
+/// The median and the quartiles of a sample (nearest rank), and its size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub q1: f64,
+    pub q3: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+        Some(Spread { median: at(0.5), q1: at(0.25), q3: at(0.75), n: v.len() })
+    }
+
+    /// `345 ms (IQR 330-360)`.
+    pub fn text(&self) -> String {
+        format!("{:.0} ms (IQR {:.0}-{:.0})", self.median, self.q1, self.q3)
+    }
+
+    /// Whether `other`'s median is inside this sample's interquartile range.
+    pub fn holds(&self, median: f64) -> bool {
+        (self.q1..=self.q3).contains(&median)
+    }
+}
+
+/// The median of Xen's pages per round for one domain.
+fn pages(d: &MeasuredDomain) -> Result<i64> {
+    let mut v = d.xen_pages.clone();
+    v.sort_unstable();
+    match v.get(v.len() / 2) {
+        Some(&m) => Ok(m),
+        None => bail!("domain {} has no measured round", d.name),
+    }
+}
+
+/// One measured domain on both builds.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    pub topology: String,
+    pub name: String,
+    pub vcpus: u32,
+    /// `xl create -p` and `xl destroy`, baseline then patched.
+    pub create: [Spread; 2],
+    pub destroy: [Spread; 2],
+    /// Xen's pages beyond the domain's own, median, baseline then patched.
+    pub xen_pages: [i64; 2],
+}
+
+impl Compared {
+    pub fn create_ratio(&self) -> f64 {
+        self.create[1].median / self.create[0].median
+    }
+    pub fn destroy_ratio(&self) -> f64 {
+        self.destroy[1].median / self.destroy[0].median
+    }
+}
+
+/// Every domain of every measure step, matched between the builds.
+pub fn compare(pairs: &[Pair]) -> Result<Vec<Compared>> {
+    let mut out = Vec::new();
+    for p in pairs {
+        if p.baseline.measure.len() != p.patched.measure.len() {
+            bail!("{}: the builds ran different numbers of measure steps", p.name());
+        }
+        for (b, q) in p.baseline.measure.iter().zip(&p.patched.measure) {
+            for bd in &b.domains {
+                let Some(qd) = q.domains.iter().find(|d| d.name == bd.name) else {
+                    bail!("{}: {} was measured on the baseline only", p.name(), bd.name);
+                };
+                let spread = |v: &[f64]| Spread::of(v).ok_or_else(|| anyhow::anyhow!("{}: no round of {}", p.name(), bd.name));
+                out.push(Compared {
+                    topology: p.baseline.topology.clone(),
+                    name: bd.name.clone(),
+                    vcpus: bd.vcpus,
+                    create: [spread(&bd.create_ms)?, spread(&qd.create_ms)?],
+                    destroy: [spread(&bd.destroy_ms)?, spread(&qd.destroy_ms)?],
+                    xen_pages: [pages(bd)?, pages(qd)?],
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Extra pages the series costs: per domain (the measured domain with the
+/// fewest vCPUs, patched minus baseline) and per vCPU (the slope between
+/// the fewest and the most vCPUs of the same topology, patched minus
+/// baseline). `None` where the measurements cannot say.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Extra {
+    pub per_domain: i64,
+    pub per_vcpu: Option<f64>,
+    /// Xen's pages per vCPU on the baseline, for scale.
+    pub baseline_per_vcpu: Option<f64>,
+}
+
+pub fn extra(compared: &[Compared]) -> Option<Extra> {
+    let fewest = compared.iter().min_by_key(|c| c.vcpus)?;
+    let most = compared.iter().filter(|c| c.topology == fewest.topology).max_by_key(|c| c.vcpus)?;
+    let slope = |i: usize| {
+        (most.vcpus > fewest.vcpus)
+            .then(|| (most.xen_pages[i] - fewest.xen_pages[i]) as f64 / (most.vcpus - fewest.vcpus) as f64)
+    };
+    Some(Extra {
+        per_domain: fewest.xen_pages[1] - fewest.xen_pages[0],
+        per_vcpu: slope(1).zip(slope(0)).map(|(p, b)| p - b),
+        baseline_per_vcpu: slope(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_of_a_sample() {
+        let s = Spread::of(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
+        assert_eq!((s.median, s.q1, s.q3, s.n), (3.0, 2.0, 4.0, 5));
+        assert!(s.holds(2.5) && !s.holds(4.5));
+        assert_eq!(s.text(), "3 ms (IQR 2-4)");
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    fn compared(vcpus: u32, pages: [i64; 2]) -> Compared {
+        let s = Spread::of(&[100.0]).unwrap();
+        Compared { topology: "t".into(), name: format!("d{vcpus}"), vcpus, create: [s; 2], destroy: [s; 2], xen_pages: pages }
+    }
+
+    #[test]
+    fn extra_pages_per_domain_and_per_vcpu() {
+        // 1 vCPU: 352 pages on both; 4 vCPUs: 1154 baseline, 1160 patched.
+        let e = extra(&[compared(1, [352, 352]), compared(4, [1154, 1160])]).unwrap();
+        assert_eq!(e, Extra { per_domain: 0, per_vcpu: Some(2.0), baseline_per_vcpu: Some(802.0 / 3.0) });
+        let one = extra(&[compared(1, [350, 353])]).unwrap();
+        assert_eq!((one.per_domain, one.per_vcpu), (3, None));
+        assert_eq!(extra(&[]), None);
+    }
+}
