@@ -20,6 +20,7 @@ use xshell::{cmd, Shell};
 use crate::checkout::Checkout;
 use crate::fetch::{self, XenSource};
 use crate::patch::{self, Flavor, Patch};
+use crate::timings::{self, Timing};
 use crate::{host, paths};
 
 /// `xen/build.yaml`.
@@ -233,6 +234,7 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
         return Ok(artifacts);
     }
     let config = BuildConfig::load()?;
+    let started = std::time::Instant::now();
     if let Change::Patches(patches) = &change {
         eprintln!("build: {label}: {} patch(es) on Xen {}, work tree {}", patches.len(), source.tree, tree.display());
         prepare_tree(sh, source, &tree)?;
@@ -241,17 +243,29 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
 
     let stage = paths::staging_dir(&dir)?;
     let jobs = jobs();
+    // Whether make starts from an earlier build's objects: a build's time
+    // means little without it.
+    let warm = tree.join("xen/xen-syms").exists();
+    let mut steps = Vec::new();
+    let mut step = |name: &str, work: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let start = std::time::Instant::now();
+        work()?;
+        steps.push(format!("{name} {:.0} s", start.elapsed().as_secs_f64()));
+        Ok(())
+    };
     let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(&tree, &state, step, "make", args) };
 
-    configure_hypervisor(&tree, &state, &config.hypervisor)?;
-    make("hypervisor", &["-C", "xen", "-j", &jobs])?;
-
-    configure_tools(&tree, &state, &config.tools.configure)?;
-    make("tools", &["build-tools", "-j", &jobs])?;
+    step("hypervisor", &mut || {
+        configure_hypervisor(&tree, &state, &config.hypervisor)?;
+        make("hypervisor", &["-C", "xen", "-j", &jobs])
+    })?;
     let destdir = format!("DESTDIR={}", stage.join("tools").display());
-    make("install-tools", &["install-tools", &destdir])?;
-
-    build_xsm_policy(&source.base, &tree, &state, &stage.join("xenpolicy"))?;
+    step("tools", &mut || {
+        configure_tools(&tree, &state, &config.tools.configure)?;
+        make("tools", &["build-tools", "-j", &jobs])?;
+        make("install-tools", &["install-tools", &destdir])
+    })?;
+    step("FLASK policy", &mut || build_xsm_policy(&source.base, &tree, &state, &stage.join("xenpolicy")))?;
 
     for f in ["xen", "xen-syms"] {
         std::fs::copy(tree.join("xen").join(f), stage.join(f))
@@ -265,8 +279,14 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
         stage.join("build-info.yaml"),
         format!("base: {}\nbuild: {}\nkey: {key}\nxen tree: {}\n{what}\n", source.base, artifacts.label(), source.tree),
     )?;
+    let how = match warm {
+        true => "make from an earlier build's objects",
+        false => "make from a clean work tree",
+    };
+    let timing = Timing::new(&label, started.elapsed().as_secs_f64(), format!("{how}, {jobs} make jobs; {}", steps.join(", ")), true);
+    timing.write(&stage.join(timings::BUILD_TIME))?;
     paths::commit_dir(&stage, &dir)?;
-    eprintln!("build: {label}: done ({key})");
+    eprintln!("build: {label}: done in {} ({key})", timing.wall());
     Ok(artifacts)
 }
 

@@ -40,6 +40,7 @@ mod series_check;
 mod snapshot;
 mod source_paths;
 mod test_plan;
+mod timings;
 mod topology;
 
 use std::process::ExitCode;

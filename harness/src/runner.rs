@@ -3,6 +3,7 @@
 //! report, and many boots at once.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -26,7 +27,14 @@ pub struct Booter {
     /// Reuse the console of an earlier boot with the same identity
     /// (`cargo xtask test` without `--rerun`).
     pub reuse: bool,
+    /// Boots that ran, and boots whose console was read again, so far.
+    booted: AtomicUsize,
+    read_again: AtomicUsize,
 }
+
+/// The first line of a timeline copied from the cache into a run: the
+/// boot's times are those of when it booted, not of this run.
+const READ_AGAIN: &str = "read-again";
 
 impl Booter {
     pub fn new(sh: &Shell) -> Result<Booter> {
@@ -40,7 +48,12 @@ impl Booter {
 
     fn with_packages(sh: &Shell, packages: fn(&Shell) -> Result<()>) -> Result<Booter> {
         packages(sh)?;
-        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false })
+        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
+    }
+
+    /// How many boots ran so far, and how many were read again.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.booted.load(Ordering::Relaxed), self.read_again.load(Ordering::Relaxed))
     }
 
     /// The accelerator boots use, and why.
@@ -78,10 +91,20 @@ impl Booter {
         let run_dir = &boot.run_dir;
         let identity = boot.identity()?;
         let kept = paths::cache()?.join("boots").join(format!("{identity}.console.log"));
+        let kept_timeline = kept.with_file_name(format!("{identity}.{}", boot::TIMELINE));
+        let timeline = run_dir.path().join(boot::TIMELINE);
         if self.reuse && kept.exists() {
             let text = std::fs::read_to_string(&kept).with_context(|| format!("reading {}", kept.display()))?;
             paths::write_atomic(&run_dir.console_log(), text.as_bytes())?;
-            let _ = std::fs::remove_file(run_dir.path().join(boot::TIMELINE));
+            // The times of when it booted, marked as read again; none for
+            // a console kept before the harness kept timelines with it.
+            match std::fs::read_to_string(&kept_timeline) {
+                Ok(t) => paths::write_atomic(&timeline, format!("{READ_AGAIN} {identity}\n{t}").as_bytes())?,
+                Err(_) => {
+                    let _ = std::fs::remove_file(&timeline);
+                }
+            }
+            self.read_again.fetch_add(1, Ordering::Relaxed);
             eprintln!(
                 "boot: {}/{}/{} on {}: the same boot ran before ({identity}); its console is read again (--rerun boots it)",
                 artifacts.base,
@@ -112,7 +135,11 @@ impl Booter {
         };
         let report = self.report_from(boot, artifacts, &text)?;
         // Kept only once the boot ended well and its console made a report.
+        if let Ok(t) = std::fs::read_to_string(&timeline) {
+            paths::write_atomic(&kept_timeline, t.as_bytes())?;
+        }
         paths::write_atomic(&kept, text.as_bytes())?;
+        self.booted.fetch_add(1, Ordering::Relaxed);
         eprintln!("boot: done in {} s", start.elapsed().as_secs());
         Ok(report)
     }
@@ -183,14 +210,17 @@ impl Booter {
 
 /// Where the boots in `dirs` spent their time: for each phase of a boot
 /// (see [`boot::Timeline::phases`]), the median and the longest, one line
-/// each. Boots without a timeline (not run) are left out.
-/// `None` when no boot ran (every console was read again).
+/// each. A boot read again from the cache counts with the times of when it
+/// booted; one without a timeline (its console was kept before the harness
+/// kept timelines with consoles) is left out. `None` when no boot has one.
 pub fn time_summary(dirs: &[RunDir]) -> Option<String> {
-    let timelines: Vec<boot::Timeline> = dirs
-        .iter()
-        .filter_map(|d| std::fs::read_to_string(d.path().join(boot::TIMELINE)).ok())
-        .map(|t| boot::Timeline::parse(&t))
-        .collect();
+    let texts: Vec<String> = dirs.iter().filter_map(|d| std::fs::read_to_string(d.path().join(boot::TIMELINE)).ok()).collect();
+    summary_of(&texts)
+}
+
+/// [`time_summary`] of the timelines' texts.
+fn summary_of(texts: &[String]) -> Option<String> {
+    let timelines: Vec<boot::Timeline> = texts.iter().map(|t| boot::Timeline::parse(t)).collect();
     let mut phases: Vec<(&str, Vec<f64>)> = Vec::new();
     for t in &timelines {
         for (name, d) in t.phases() {
@@ -203,7 +233,14 @@ pub fn time_summary(dirs: &[RunDir]) -> Option<String> {
     if timelines.is_empty() {
         return None;
     }
-    let mut out = format!("where {} boot(s) spent their time (median / longest, seconds):\n", timelines.len());
+    let again = texts.iter().filter(|t| t.starts_with(READ_AGAIN)).count();
+    let mut out = match again {
+        0 => format!("where {} boot(s) spent their time (median / longest, seconds):\n", timelines.len()),
+        n => format!(
+            "where {} boot(s) spent their time (median / longest, seconds; {n} of them read again from the cache, with the times of when they booted):\n",
+            timelines.len()
+        ),
+    };
     for (name, mut v) in phases {
         v.sort_by(f64::total_cmp);
         out.push_str(&format!("    {name:<24} {:>6.1} / {:>6.1}\n", v[v.len() / 2], v[v.len() - 1]));
@@ -269,4 +306,28 @@ pub fn boot_jobs(requested: Option<usize>) -> Result<usize> {
         .map_or(u64::MAX, |kib| kib / 1024);
     let by_memory = (available_mib * 3 / 4 / largest.max(1)).max(1) as usize;
     Ok(cpus.min(by_memory))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two boots' timelines as the harness wrote them (master, two-socket
+    /// server), one of them read again from the cache: both count, the
+    /// one read again is said to be.
+    #[test]
+    fn boot_times_with_one_read_again() {
+        let ran = "xen-started 0.1\nxen-booted 4.3\ndom0-init 8.1\ndaemons-started 8.4\nscenario-done 9.6\nresult-printed 9.7\ntorn-down 9.7\nstopped 10.8\n";
+        let kept = "xen-started 0.2\nxen-booted 4.6\ndom0-init 8.6\ndaemons-started 8.9\nscenario-done 9.6\nresult-printed 9.7\ntorn-down 9.7\nstopped 10.1\n";
+        let again = format!("{READ_AGAIN} 0123456789abcdef\n{kept}");
+        let s = summary_of(&[ran.to_string(), again]).unwrap();
+        assert!(s.starts_with("where 2 boot(s) spent their time (median / longest, seconds; 1 of them read again from the cache"), "{s}");
+        // The median of two is the larger here (index len / 2).
+        assert!(s.contains("    Xen booting                 4.4 /    4.4\n"), "{s}");
+        assert!(s.contains("    dom0 kernel booting         4.0 /    4.0\n"), "{s}");
+        assert!(s.contains("    scenario                    1.2 /    1.2\n"), "{s}");
+        assert_eq!(summary_of(&[]), None);
+        let fresh = summary_of(&[ran.to_string()]).unwrap();
+        assert!(fresh.starts_with("where 1 boot(s) spent their time (median / longest, seconds):\n"), "{fresh}");
+    }
 }

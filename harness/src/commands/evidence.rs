@@ -9,13 +9,14 @@ use xshell::Shell;
 use super::Work;
 use crate::base::Base;
 use crate::config::yaml_files;
-use crate::evidence::{markdown, svg, Header, Pair};
+use crate::evidence::{markdown, svg, Header, OwnTimes, Pair};
 use crate::flags;
 use crate::patch::Flavor;
 use crate::boot::RunDir;
 use crate::runner::{boot_jobs, in_parallel, time_summary, Booter};
 use crate::scenario::{Collect, PlanStep, Scenario};
 use crate::topology::Topology;
+use crate::timings::{self, Timing};
 use crate::paths;
 
 /// The scenarios whose reports say where domains landed: they run on both
@@ -61,6 +62,10 @@ fn machine(booter: &Booter) -> String {
     format!("{model}, {cores} core(s), QEMU with {accel} ({why})")
 }
 
+/// The commands whose latest times the report lists: the README's two
+/// (the main job, the tests) and what `bash .ci/run` runs.
+const README_COMMANDS: &[&str] = &["cargo xtask", "cargo xtask test", "cargo xtask test --rerun"];
+
 fn harness_commit() -> String {
     duct::cmd!("git", "describe", "--always", "--dirty")
         .dir(paths::repo())
@@ -99,7 +104,14 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
     let cost_pairs = pairs.split_off(placing.len());
     let run_dirs: Vec<RunDir> =
         chosen.iter().flat_map(|(t, s)| builds.iter().map(move |b| RunDir::of(b, t, s))).collect();
-    let times = time_summary(&run_dirs);
+    let times = OwnTimes {
+        builds: builds
+            .iter()
+            .map(|b| (format!("{}/{}", base.name, b.label()), Timing::read(&b.dir.join(timings::BUILD_TIME))))
+            .collect(),
+        commands: timings::latest_commands(README_COMMANDS)?,
+        boots: time_summary(&run_dirs),
+    };
 
     let header = Header {
         command: match base.default {
@@ -120,7 +132,7 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
     }
     paths::commit_dir(&staging, &pictures)?;
     let document = docs.join(format!("{}.md", base.name));
-    paths::write_atomic(&document, markdown::document(&header, &pairs, &cost_pairs, times.as_deref(), &base.name)?.as_bytes())?;
+    paths::write_atomic(&document, markdown::document(&header, &pairs, &cost_pairs, &times, &base.name)?.as_bytes())?;
     let totals = markdown::totals(&pairs)?;
     println!(
         "evidence: structures on the domain's own nodes: baseline {}, patched {}",

@@ -12,11 +12,13 @@ use crate::report::{self, Report};
 use crate::runner::{boot_jobs, Booter};
 use crate::scenario::Scenario;
 use crate::topology::Topology;
+use crate::timings::{self, Timing};
 use crate::paths;
 
 pub fn run(sh: &Shell, r: Run) -> Result<()> {
     let topology = Topology::load(&r.topology.unwrap_or_else(paths::default_topology))?;
     let scenario = Scenario::load(&r.scenario.unwrap_or_else(paths::default_scenario), &topology)?;
+    let started = std::time::Instant::now();
     let work = Work::new(sh, Base::chosen(r.base.as_deref())?, r.xen_sources.as_deref(), r.xen_tree.as_deref())?;
     let builds = Flavor::ALL
         .iter()
@@ -34,5 +36,13 @@ pub fn run(sh: &Shell, r: Run) -> Result<()> {
     let path = paths::output().join("report.yaml");
     paths::write_atomic(&path, report::comparison_yaml(&refs)?.as_bytes())?;
     println!("\nreport: {}", path.display());
+    let (booted, read_again) = booter.counts();
+    Timing::new(
+        timings::command_line(),
+        started.elapsed().as_secs_f64(),
+        format!("{} builds; {booted} boots ran, {read_again} read again from the cache", builds.len()),
+        true,
+    )
+    .record_command()?;
     Ok(())
 }

@@ -21,6 +21,7 @@ use crate::runner::{boot_jobs, in_parallel, time_summary, Booter};
 use crate::scenario::Scenario;
 use crate::test_plan::{Kind, Selection, Test};
 use crate::topology::Topology;
+use crate::timings::{self, Timing};
 use crate::{ci_lint, host, image, paths, snapshot, source_paths};
 
 /// Every test, in the order they run: the harness's own (unit tests, CI
@@ -110,9 +111,19 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     }
     eprintln!("test: {} test(s){skipped}{unfit_note}", chosen.run.len());
 
+    let started = Instant::now();
     let mut run = Run { sh, flags: &t, booter: None, outcomes: Vec::new() };
     run.go(&bases, &chosen.run)?;
+    let (booted, read_again) = run.booter.as_ref().map(Booter::counts).unwrap_or_default();
     let outcomes = run.outcomes;
+    let failures = outcomes.iter().filter(|o| o.failure.is_some()).count();
+    Timing::new(
+        timings::command_line(),
+        started.elapsed().as_secs_f64(),
+        format!("{} tests, {failures} failed; {booted} boots ran, {read_again} read again from the cache", outcomes.len()),
+        failures == 0,
+    )
+    .record_command()?;
 
     if let Some(path) = &t.junit {
         junit::write(path, &outcomes, t.shard)?;

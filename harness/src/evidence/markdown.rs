@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::cost::{self, Compared};
 use super::locality::{self, DomainLocality};
-use super::{Header, Pair, Share};
+use super::{Header, OwnTimes, Pair, Share};
 
 /// `1` or `0-1,3` for a list of nodes.
 fn node_list(nodes: &[u32]) -> String {
@@ -44,6 +44,41 @@ fn noise(c: &Compared, create: bool) -> &'static str {
         "within the spread"
     } else {
         "outside the spread"
+    }
+}
+
+/// The harness's own times: the builds, the README's commands, the boots.
+fn own_times(md: &mut String, times: &OwnTimes) {
+    md.push_str("## The harness's own times\n\n");
+    md.push_str(
+        "Each as it was measured on the machine above when it last ran, kept by the harness \
+         (a build's beside its artifacts, a command's in the cache, a boot's with its console), \
+         so a report made from cached boots has them too. Wall times.\n\n",
+    );
+    md.push_str("| build | wall time | finished (UTC) | how |\n| --- | --- | --- | --- |\n");
+    for (label, t) in &times.builds {
+        match t {
+            Some(t) => writeln!(md, "| {label} | {} | {} | {} |", t.wall(), t.finished, t.detail).unwrap(),
+            None => writeln!(md, "| {label} | not kept | | built before the harness kept build times |").unwrap(),
+        }
+    }
+    md.push('\n');
+    if times.commands.is_empty() {
+        md.push_str("No run of the README's commands was timed on this machine yet.\n\n");
+    } else {
+        md.push_str("| command | wall time | finished (UTC) | what it did |\n| --- | --- | --- | --- |\n");
+        for t in &times.commands {
+            let failed = if t.ok { "" } else { " (it failed)" };
+            writeln!(md, "| `{}` | {} | {} | {}{failed} |", t.what, t.wall(), t.finished, t.detail).unwrap();
+        }
+        md.push('\n');
+    }
+    match &times.boots {
+        Some(t) => writeln!(md, "The boots of this report, on the machine above:\n\n```\n{t}```\n").unwrap(),
+        None => md.push_str(
+            "No boot of this report has its times: their consoles were kept before the harness kept \
+             timelines with them; `--rerun` boots them all again and times them.\n\n",
+        ),
     }
 }
 
@@ -127,7 +162,7 @@ pub fn totals(pairs: &[Pair]) -> Result<[Share; 2]> {
 
 /// The whole document; `pictures` is the folder of the SVG files, relative
 /// to the document.
-pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: Option<&str>, pictures: &str) -> Result<String> {
+pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: &OwnTimes, pictures: &str) -> Result<String> {
     let mut md = String::new();
     let totals = totals(pairs)?;
     let compared = cost::compare(cost_pairs)?;
@@ -217,14 +252,7 @@ pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: Opt
 
     cost_section(&mut md, &compared, cost_pairs);
 
-    md.push_str("## The harness's own times\n\n");
-    match times {
-        Some(t) => writeln!(md, "This run, on the machine above:\n\n```\n{}```\n", t).unwrap(),
-        None => md.push_str(
-            "Every console was read again from the cache (an identical boot ran before), so this run timed no boot; \
-             `--rerun` boots them all again and times them.\n\n",
-        ),
-    }
+    own_times(&mut md, times);
 
     md.push_str("## Pictures\n\n");
     md.push_str(
@@ -244,6 +272,7 @@ pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: Opt
 mod tests {
     use super::*;
     use crate::evidence::tests::{pair, pair_of};
+    use crate::timings::Timing;
 
     /// The document from real boots: its figures are the reports', not
     /// typed in, and the cost of the captured creation-cost boots.
@@ -258,7 +287,15 @@ mod tests {
             harness_commit: "0123abc".into(),
             machine: "a test".into(),
         };
-        let md = document(&header, &placing, &costing, None, "master").unwrap();
+        let times = OwnTimes {
+            builds: vec![
+                ("master/baseline".into(), None),
+                ("master/patched".into(), Some(Timing::new("master/patched", 246.0, "make from a clean work tree, 2 make jobs; hypervisor 47 s", true))),
+            ],
+            commands: vec![Timing::new("cargo xtask test", 61.0, "138 tests, 1 failed", false)],
+            boots: None,
+        };
+        let md = document(&header, &placing, &costing, &times, "master").unwrap();
         let [b, p] = totals(&placing).unwrap();
         assert!(md.contains(&format!("| structures on the domain's own nodes, every counted domain | {} | {} |", b.text(), p.text())));
         assert!(md.contains("| two-node | node1-from-node0 | pv-node1 | 1 | 0 of 8 (0%) | 1 | 8 of 8 (100%) |"), "{md}");
@@ -273,7 +310,10 @@ mod tests {
         let row = format!("| `xl create -p` of cost-pvh-1vcpu (1 vCPU(s)), median | {:.0} ms | {:.0} ms", c.create[0].median, c.create[1].median);
         assert!(md.contains(&row), "{md}");
         assert!(!md.contains("![two-node/creation-cost]") && md.contains("![two-node/node1-from-node0](master/two-node__node1-from-node0.svg)"));
-        assert!(md.contains("this run timed no boot"));
+        assert!(md.contains("| master/baseline | not kept | | built before the harness kept build times |"), "{md}");
+        assert!(md.contains("| master/patched | 4 min 6 s | "), "{md}");
+        assert!(md.contains("| `cargo xtask test` | 1 min 1 s | ") && md.contains("| 138 tests, 1 failed (it failed) |"), "{md}");
+        assert!(md.contains("No boot of this report has its times"));
     }
 
     /// The README's headline figures are those of the report in docs/: a

@@ -11,6 +11,7 @@ pub mod svg;
 use anyhow::{bail, Result};
 
 use crate::report::Report;
+use crate::timings::Timing;
 
 /// One topology and scenario, booted on both builds.
 #[derive(Debug, Clone)]
@@ -62,6 +63,20 @@ pub struct Header {
     pub harness_commit: String,
     /// CPU model, cores, accelerator.
     pub machine: String,
+}
+
+/// The harness's own times the report lists, each kept when it was
+/// measured (see [`crate::timings`]).
+#[derive(Debug, Clone, Default)]
+pub struct OwnTimes {
+    /// The two builds the report's boots ran on; `None` for one built
+    /// before the harness kept build times.
+    pub builds: Vec<(String, Option<Timing>)>,
+    /// The latest run on this machine of each command the README names.
+    pub commands: Vec<Timing>,
+    /// Where the report's boots spent their time
+    /// ([`crate::runner::time_summary`]).
+    pub boots: Option<String>,
 }
 
 /// Counted structures over several domains: on the home nodes, and listed.
