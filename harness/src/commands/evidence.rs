@@ -9,6 +9,7 @@ use xshell::Shell;
 use super::Work;
 use crate::base::Base;
 use crate::config::yaml_files;
+use crate::evidence::figures::{self, Figures};
 use crate::evidence::{markdown, svg, Header, OwnTimes, Pair};
 use crate::flags;
 use crate::patch::Flavor;
@@ -131,15 +132,42 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
         std::fs::write(&path, svg::draw(p)?).with_context(|| format!("writing {}", path.display()))?;
     }
     paths::commit_dir(&staging, &pictures)?;
+    let compared = crate::evidence::cost::compare(&cost_pairs)?;
+    let figures = Figures::of(&header.harness_commit, &pairs, &compared)?;
+    let kept = docs.join(format!("{}.yaml", base.name));
+    let reproduced = match std::fs::read_to_string(&kept) {
+        Ok(text) => {
+            let before: Figures = yaml_serde::from_str(&text)
+                .with_context(|| format!("{}: not the figures of an earlier report; remove it to start afresh", kept.display()))?;
+            let mut r = figures::reproduce(&before, &figures);
+            (r.booted, r.read_again) = booter.counts();
+            Some(r)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", kept.display())),
+    };
     let document = docs.join(format!("{}.md", base.name));
-    paths::write_atomic(&document, markdown::document(&header, &pairs, &cost_pairs, &times, &base.name)?.as_bytes())?;
+    paths::write_atomic(
+        &document,
+        markdown::document(&header, &pairs, &cost_pairs, reproduced.as_ref(), &times, &base.name)?.as_bytes(),
+    )?;
+    paths::write_atomic(&kept, yaml_serde::to_string(&figures)?.as_bytes())?;
+    if let Some(r) = &reproduced {
+        let outside = r.times.iter().filter(|t| !t.inside()).count();
+        println!(
+            "evidence: against the report it replaced: {} placement and {} page figure(s) differ, {outside} of {} medians outside its IQR",
+            r.placement_changes.len(),
+            r.page_changes.len(),
+            r.times.len()
+        );
+    }
     let totals = markdown::totals(&pairs)?;
     println!(
         "evidence: structures on the domain's own nodes: baseline {}, patched {}",
         totals[0].text(),
         totals[1].text()
     );
-    for c in crate::evidence::cost::compare(&cost_pairs)? {
+    for c in &compared {
         println!(
             "evidence: xl create -p of {} ({} vCPUs): baseline {}, patched {}, {:.2}x",
             c.name,

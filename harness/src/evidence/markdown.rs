@@ -7,6 +7,7 @@ use std::fmt::Write;
 use anyhow::Result;
 
 use super::cost::{self, Compared};
+use super::figures::Reproduction;
 use super::locality::{self, DomainLocality};
 use super::{Header, OwnTimes, Pair, Share};
 
@@ -44,6 +45,46 @@ fn noise(c: &Compared, create: bool) -> &'static str {
         "within the spread"
     } else {
         "outside the spread"
+    }
+}
+
+/// What this run reproduced of the report it replaced.
+fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
+    md.push_str("## Against the report it replaced\n\n");
+    let Some(r) = r else {
+        writeln!(md, "There were no earlier figures (`docs/evidence/{base}.yaml`) to compare with.\n").unwrap();
+        return;
+    };
+    writeln!(
+        md,
+        "This run booted {} of its boots and read {} again from the cache (a console read again gives its figures again by \
+         construction; `--rerun` boots every one). Against the figures of the report it replaced (harness {}, kept in \
+         `docs/evidence/{base}.yaml`):\n",
+        r.booted, r.read_again, r.before
+    )
+    .unwrap();
+    let listed = |changes: &[String]| match changes.len() {
+        0 => "every one the same".to_string(),
+        n => format!("{n} differ: {}", changes.join("; ")),
+    };
+    writeln!(md, "- placement, {} counted domains on both builds: {}", r.placements, listed(&r.placement_changes)).unwrap();
+    writeln!(md, "- Xen's pages per measured domain, {} medians: {}", r.pages, listed(&r.page_changes)).unwrap();
+    let outside: Vec<String> = r
+        .times
+        .iter()
+        .filter(|t| !t.inside())
+        .map(|t| format!("{} {:.0} ms, before {:.0} ms (IQR {:.0}-{:.0})", t.what, t.now, t.before.median, t.before.q1, t.before.q3))
+        .collect();
+    let inside = r.times.len() - outside.len();
+    match outside.len() {
+        0 => writeln!(md, "- wall times: all {} medians inside the interquartile range the report stated\n", r.times.len()).unwrap(),
+        _ => writeln!(
+            md,
+            "- wall times: {inside} of {} medians inside the interquartile range the report stated; outside: {}\n",
+            r.times.len(),
+            outside.join("; ")
+        )
+        .unwrap(),
     }
 }
 
@@ -162,7 +203,14 @@ pub fn totals(pairs: &[Pair]) -> Result<[Share; 2]> {
 
 /// The whole document; `pictures` is the folder of the SVG files, relative
 /// to the document.
-pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: &OwnTimes, pictures: &str) -> Result<String> {
+pub fn document(
+    header: &Header,
+    pairs: &[Pair],
+    cost_pairs: &[Pair],
+    reproduced: Option<&Reproduction>,
+    times: &OwnTimes,
+    pictures: &str,
+) -> Result<String> {
     let mut md = String::new();
     let totals = totals(pairs)?;
     let compared = cost::compare(cost_pairs)?;
@@ -252,6 +300,7 @@ pub fn document(header: &Header, pairs: &[Pair], cost_pairs: &[Pair], times: &Ow
 
     cost_section(&mut md, &compared, cost_pairs);
 
+    reproduction(&mut md, reproduced, &header.base);
     own_times(&mut md, times);
 
     md.push_str("## Pictures\n\n");
@@ -295,7 +344,7 @@ mod tests {
             commands: vec![Timing::new("cargo xtask test", 61.0, "138 tests, 1 failed", false)],
             boots: None,
         };
-        let md = document(&header, &placing, &costing, &times, "master").unwrap();
+        let md = document(&header, &placing, &costing, None, &times, "master").unwrap();
         let [b, p] = totals(&placing).unwrap();
         assert!(md.contains(&format!("| structures on the domain's own nodes, every counted domain | {} | {} |", b.text(), p.text())));
         assert!(md.contains("| two-node | node1-from-node0 | pv-node1 | 1 | 0 of 8 (0%) | 1 | 8 of 8 (100%) |"), "{md}");
@@ -314,6 +363,23 @@ mod tests {
         assert!(md.contains("| master/patched | 4 min 6 s | "), "{md}");
         assert!(md.contains("| `cargo xtask test` | 1 min 1 s | ") && md.contains("| 138 tests, 1 failed (it failed) |"), "{md}");
         assert!(md.contains("No boot of this report has its times"));
+        assert!(md.contains("There were no earlier figures (`docs/evidence/master.yaml`) to compare with."));
+        // Against itself, with one median moved out of its range.
+        let figures = crate::evidence::figures::Figures::of("0123abc", &placing, &cost::compare(&costing).unwrap()).unwrap();
+        let mut moved = figures.clone();
+        moved.cost[0].destroy[0].median = 1000.0;
+        let mut r = crate::evidence::figures::reproduce(&figures, &moved);
+        (r.booted, r.read_again) = (3, 1);
+        let md = document(&header, &placing, &costing, Some(&r), &times, "master").unwrap();
+        assert!(md.contains("This run booted 3 of its boots and read 1 again from the cache"), "{md}");
+        assert!(md.contains("- placement, 2 counted domains on both builds: every one the same\n"), "{md}");
+        assert!(md.contains("- Xen's pages per measured domain, 4 medians: every one the same\n"), "{md}");
+        let b = figures.cost[0].destroy[0];
+        let line = format!(
+            "- wall times: 7 of 8 medians inside the interquartile range the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000 ms, before {:.0} ms (IQR {:.0}-{:.0})\n",
+            b.median, b.q1, b.q3
+        );
+        assert!(md.contains(&line), "{md}");
     }
 
     /// The README's headline figures are those of the report in docs/: a

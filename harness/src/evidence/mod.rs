@@ -4,6 +4,7 @@
 //! Every figure comes from the typed reports the snapshots hold.
 
 pub mod cost;
+pub mod figures;
 pub mod locality;
 pub mod markdown;
 pub mod svg;

@@ -1,0 +1,266 @@
+//! The report's figures kept for the next run: every placement figure and
+//! every measured time, written beside the Markdown as
+//! `docs/evidence/<base>.yaml`. A run that writes the report again reads
+//! the figures it replaces and says what it reproduced: each placement
+//! figure exactly, each median inside the interquartile range the earlier
+//! report stated.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::cost::{Compared, Spread};
+use super::locality::{self, DomainLocality};
+use super::Pair;
+
+/// One build's locality figure for a counted domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Side {
+    /// The nodes its node affinity names.
+    pub nodes: Vec<u32>,
+    pub local: u32,
+    pub listed: u32,
+}
+
+impl Side {
+    fn of(l: &DomainLocality) -> Side {
+        Side { nodes: l.nodes.clone(), local: l.local, listed: l.listed() }
+    }
+}
+
+/// A counted domain's figures on both builds; `None` where that build did
+/// not count it (its node affinity was all nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    pub topology: String,
+    pub scenario: String,
+    pub domain: String,
+    pub baseline: Option<Side>,
+    pub patched: Option<Side>,
+}
+
+impl Placement {
+    fn name(&self) -> String {
+        format!("{}/{} {}", self.topology, self.scenario, self.domain)
+    }
+}
+
+/// A wall time as the report states it, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Time {
+    pub median: f64,
+    pub q1: f64,
+    pub q3: f64,
+    pub rounds: usize,
+}
+
+impl From<Spread> for Time {
+    fn from(s: Spread) -> Time {
+        Time { median: s.median, q1: s.q1, q3: s.q3, rounds: s.n }
+    }
+}
+
+/// A measured domain's figures: baseline then patched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub topology: String,
+    pub domain: String,
+    pub vcpus: u32,
+    pub create: [Time; 2],
+    pub destroy: [Time; 2],
+    pub xen_pages: [i64; 2],
+}
+
+/// Every figure of one report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// The harness commit that wrote them.
+    pub harness: String,
+    pub placement: Vec<Placement>,
+    pub cost: Vec<Cost>,
+}
+
+impl Figures {
+    pub fn of(harness: &str, pairs: &[Pair], compared: &[Compared]) -> Result<Figures> {
+        let mut placement = Vec::new();
+        for p in pairs {
+            let [b, q] = [locality::of_report(&p.baseline)?, locality::of_report(&p.patched)?];
+            let mut names: Vec<&str> = Vec::new();
+            for l in b.iter().chain(&q) {
+                if !names.contains(&l.domain.as_str()) {
+                    names.push(&l.domain);
+                }
+            }
+            for name in names {
+                let side = |s: &[DomainLocality]| s.iter().find(|l| l.domain == name).map(Side::of);
+                placement.push(Placement {
+                    topology: p.baseline.topology.clone(),
+                    scenario: p.baseline.scenario.clone(),
+                    domain: name.into(),
+                    baseline: side(&b),
+                    patched: side(&q),
+                });
+            }
+        }
+        let cost = compared
+            .iter()
+            .map(|c| Cost {
+                topology: c.topology.clone(),
+                domain: c.name.clone(),
+                vcpus: c.vcpus,
+                create: c.create.map(Time::from),
+                destroy: c.destroy.map(Time::from),
+                xen_pages: c.xen_pages,
+            })
+            .collect();
+        Ok(Figures { harness: harness.into(), placement, cost })
+    }
+}
+
+/// One median of this run against the earlier report's statement of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retimed {
+    /// `xl create -p of cost-pvh-1vcpu (two-node), baseline`.
+    pub what: String,
+    pub now: f64,
+    pub before: Time,
+}
+
+impl Retimed {
+    pub fn inside(&self) -> bool {
+        (self.before.q1..=self.before.q3).contains(&self.now)
+    }
+}
+
+/// What this run reproduced of the figures it replaces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reproduction {
+    /// The harness commit of the earlier figures.
+    pub before: String,
+    /// Placement figures compared, and those that differ (with how).
+    pub placements: usize,
+    pub placement_changes: Vec<String>,
+    /// Xen's pages compared, and those that differ.
+    pub pages: usize,
+    pub page_changes: Vec<String>,
+    /// Every median, against the earlier IQR.
+    pub times: Vec<Retimed>,
+    /// This run's boots that ran, and those read again from the cache.
+    pub booted: usize,
+    pub read_again: usize,
+}
+
+fn side_text(s: &Option<Side>) -> String {
+    match s {
+        Some(s) => format!("nodes {:?}, {} of {} local", s.nodes, s.local, s.listed),
+        None => "not counted".into(),
+    }
+}
+
+/// This run's figures against the earlier ones.
+pub fn reproduce(before: &Figures, now: &Figures) -> Reproduction {
+    let mut placement_changes = Vec::new();
+    for p in &now.placement {
+        match before.placement.iter().find(|b| (&b.topology, &b.scenario, &b.domain) == (&p.topology, &p.scenario, &p.domain)) {
+            None => placement_changes.push(format!("{}: new", p.name())),
+            Some(b) => {
+                for (build, was, is) in [("baseline", &b.baseline, &p.baseline), ("patched", &b.patched, &p.patched)] {
+                    if was != is {
+                        placement_changes.push(format!("{} on {build}: {} before, {} now", p.name(), side_text(was), side_text(is)));
+                    }
+                }
+            }
+        }
+    }
+    for b in &before.placement {
+        if !now.placement.iter().any(|p| (&b.topology, &b.scenario, &b.domain) == (&p.topology, &p.scenario, &p.domain)) {
+            placement_changes.push(format!("{}: gone", b.name()));
+        }
+    }
+    let (mut pages, mut page_changes, mut times) = (0, Vec::new(), Vec::new());
+    for c in &now.cost {
+        let Some(b) = before.cost.iter().find(|b| (&b.topology, &b.domain) == (&c.topology, &c.domain)) else {
+            page_changes.push(format!("{} ({}): new", c.domain, c.topology));
+            continue;
+        };
+        for (i, build) in ["baseline", "patched"].into_iter().enumerate() {
+            pages += 1;
+            if b.xen_pages[i] != c.xen_pages[i] {
+                page_changes.push(format!(
+                    "Xen's pages of {} ({}) on {build}: {} before, {} now",
+                    c.domain, c.topology, b.xen_pages[i], c.xen_pages[i]
+                ));
+            }
+            for (command, was, is) in [("xl create -p", &b.create, &c.create), ("xl destroy", &b.destroy, &c.destroy)] {
+                times.push(Retimed {
+                    what: format!("`{command}` of {} ({}), {build}", c.domain, c.topology),
+                    now: is[i].median,
+                    before: was[i],
+                });
+            }
+        }
+    }
+    Reproduction {
+        before: before.harness.clone(),
+        placements: now.placement.len(),
+        placement_changes,
+        pages,
+        page_changes,
+        times,
+        booted: 0,
+        read_again: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::cost;
+    use crate::evidence::tests::{pair, pair_of};
+
+    fn captured() -> Figures {
+        let placing = [pair("two-node-node1-from-node0-master")];
+        let compared = cost::compare(&[pair_of("two-node-creation-cost-master", "creation-cost")]).unwrap();
+        Figures::of("0123abc", &placing, &compared).unwrap()
+    }
+
+    /// The figures of the captured boots read back as written, and
+    /// reproduce themselves.
+    #[test]
+    fn figures_of_captured_boots_reproduce_themselves() {
+        let f = captured();
+        let names: Vec<String> = f.placement.iter().map(Placement::name).collect();
+        assert_eq!(names, ["two-node/node1-from-node0 pv-node1", "two-node/node1-from-node0 pvh-node1"]);
+        assert_eq!(f.placement[0].patched, Some(Side { nodes: vec![1], local: 8, listed: 8 }));
+        assert_eq!(f.cost[0].xen_pages, [349, 352]);
+        assert_eq!(f.cost[0].create[0].rounds, 20);
+        let back: Figures = yaml_serde::from_str(&yaml_serde::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+        let r = reproduce(&back, &f);
+        assert_eq!((r.placements, r.placement_changes.len(), r.pages, r.page_changes.len()), (2, 0, 4, 0));
+        assert_eq!(r.times.len(), 8);
+        assert!(r.times.iter().all(Retimed::inside));
+    }
+
+    /// A figure that moved is named, with what it was and what it is; a
+    /// median outside the earlier IQR is not inside.
+    #[test]
+    fn what_did_not_reproduce_is_named() {
+        let before = captured();
+        let mut now = before.clone();
+        now.placement[0].patched.as_mut().unwrap().local = 7;
+        now.placement.pop();
+        now.cost[1].xen_pages[1] += 1;
+        now.cost[0].create[1].median = before.cost[0].create[1].q3 + 1.0;
+        let r = reproduce(&before, &now);
+        assert_eq!(
+            r.placement_changes,
+            [
+                "two-node/node1-from-node0 pv-node1 on patched: nodes [1], 8 of 8 local before, nodes [1], 7 of 8 local now",
+                "two-node/node1-from-node0 pvh-node1: gone",
+            ]
+        );
+        assert_eq!(r.page_changes, ["Xen's pages of cost-pvh-4vcpus (two-node) on patched: 1154 before, 1155 now"]);
+        let outside: Vec<&str> = r.times.iter().filter(|t| !t.inside()).map(|t| t.what.as_str()).collect();
+        assert_eq!(outside, ["`xl create -p` of cost-pvh-1vcpu (two-node), patched"]);
+    }
+}
