@@ -62,6 +62,11 @@ pub fn detect_accel() -> Result<(Accel, String)> {
     if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
         return Ok((Accel::Tcg, "/dev/kvm cannot be opened".into()));
     }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let nested = |module: &str| std::fs::read_to_string(format!("/sys/module/{module}/parameters/nested")).ok();
+    if let Err(why) = nested_virtualisation(&cpuinfo, nested("kvm_intel").as_deref(), nested("kvm_amd").as_deref()) {
+        return Ok((Accel::Tcg, why));
+    }
     // /dev/kvm can exist and still not run a guest (seen: QEMU aborting on
     // an MSR write); only starting a VM tells.
     let probe = duct::cmd!(QEMU, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-nodefaults", "-display", "none", "-serial", "none", "-monitor", "stdio", "-S")
@@ -77,6 +82,35 @@ pub fn detect_accel() -> Result<(Accel, String)> {
         let why = String::from_utf8_lossy(&probe.stderr);
         let why = why.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
         Ok((Accel::Tcg, format!("a KVM guest does not start here: {why}")))
+    }
+}
+
+/// Whether a KVM guest here gets the hardware virtualisation Xen needs to
+/// run PVH and HVM domains: the host CPU's VMX or SVM (`/proc/cpuinfo`'s
+/// flags), passed on to guests (`kvm_intel`'s or `kvm_amd`'s `nested`
+/// parameter, its contents given). A /dev/kvm without them (seen: one of
+/// a sandbox's own, with neither flag and no kvm_intel) starts a guest
+/// and then cannot run Xen, which stops on a KVM emulation error.
+fn nested_virtualisation(cpuinfo: &str, intel_nested: Option<&str>, amd_nested: Option<&str>) -> Result<(), String> {
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.trim_start().strip_prefix(':')))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let (flag, module, nested) = if flags.contains(&"vmx") {
+        ("VMX", "kvm_intel", intel_nested)
+    } else if flags.contains(&"svm") {
+        ("SVM", "kvm_amd", amd_nested)
+    } else {
+        return Err("KVM here has no VMX or SVM to give Xen (neither is in /proc/cpuinfo's flags), so Xen could run no PVH domain".into());
+    };
+    match nested.map(str::trim) {
+        Some("Y" | "y" | "1") => Ok(()),
+        Some(other) => Err(format!(
+            "{module} does not pass {flag} on to guests (/sys/module/{module}/parameters/nested is {other:?}), so Xen could run no PVH domain"
+        )),
+        None => Err(format!("{module} is not loaded, so KVM here cannot give Xen {flag}")),
     }
 }
 
@@ -293,7 +327,7 @@ impl Boot<'_> {
         let first = match self.run(timeouts) {
             Ok(text) => return Ok(Attempt::First(text)),
             Err(BootError::Dom0Died { line, log }) if line.contains("stall") || line.contains("soft lockup") => (line, log),
-            Err(BootError::Timeout { stage, after, log }) if stage == Stage::Dom0.waiting_for() => {
+            Err(BootError::Timeout { stage, after, log, .. }) if stage == Stage::Dom0.waiting_for() => {
                 (format!("no result block {} s after Xen started; Xen's state is at the end of its console", after.as_secs()), log)
             }
             Err(e) => return Err(e),
@@ -346,7 +380,7 @@ pub enum BootError {
     Dom0Died { line: String, log: PathBuf },
     /// Nothing decisive before the stage's timeout (power-off included:
     /// a machine that does not stop after its result block is an error).
-    Timeout { stage: &'static str, after: Duration, log: PathBuf },
+    Timeout { stage: &'static str, after: Duration, log: PathBuf, stderr: String },
     /// After the result block, dom0 could not destroy the domains it
     /// created, or did not say it had.
     Teardown { line: String, log: PathBuf },
@@ -375,12 +409,18 @@ impl fmt::Display for BootError {
             BootError::Teardown { line, log } => {
                 write!(f, "the scenario's domains were not all destroyed after the result block: {line}\nconsole log: {}", log.display())
             }
-            BootError::Timeout { stage, after, log } => write!(
-                f,
-                "timed out after {} s {stage}; console log: {}\n(raise every timeout with --timeout-scale or NUMA_HARNESS_TIMEOUT_SCALE)",
-                after.as_secs(),
-                log.display()
-            ),
+            BootError::Timeout { stage, after, log, stderr } => {
+                write!(f, "timed out after {} s {stage}; console log: {}", after.as_secs(), log.display())?;
+                if !stderr.trim().is_empty() {
+                    write!(f, "\nQEMU said:\n    {}", stderr.trim().replace('\n', "\n    "))?;
+                }
+                if stderr.contains("KVM internal error") {
+                    // QEMU stops the guest and waits: only the timeout ends it.
+                    write!(f, "\n(KVM here cannot run this Xen: run with NUMA_HARNESS_ACCEL=tcg)")
+                } else {
+                    write!(f, "\n(raise every timeout with --timeout-scale or NUMA_HARNESS_TIMEOUT_SCALE)")
+                }
+            }
         }
     }
 }
@@ -565,7 +605,12 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 if let Some((_, err)) = dying {
                     break Err(err);
                 }
-                let err = BootError::Timeout { stage: stage.waiting_for(), after: start.elapsed(), log: log_path.clone() };
+                let err = BootError::Timeout {
+                    stage: stage.waiting_for(),
+                    after: start.elapsed(),
+                    log: log_path.clone(),
+                    stderr: std::fs::read_to_string(stderr).unwrap_or_default(),
+                };
                 // Once Xen runs, a hang leaves the log silent: before
                 // stopping, Xen prints what its CPUs, dom0 and the
                 // scheduler are doing, for the log's reader.
@@ -913,5 +958,44 @@ mod tests {
         let err = r.unwrap_err().to_string();
         assert!(err.starts_with("QEMU exited (exit status 1) before Xen printed its banner"), "{err}");
         assert!(err.ends_with("QEMU said:\n    qemu: could not load kernel"), "{err}");
+    }
+
+    /// This machine's /proc/cpuinfo (its first CPU), read with KVM's
+    /// `kvm_pvm` module loaded and neither kvm_intel nor kvm_amd: a
+    /// /dev/kvm that starts a guest but gives it no VMX.
+    const PVM_CPUINFO: &str = include_str!("../tests/fixtures/kvm-pvm-host.cpuinfo");
+
+    #[test]
+    fn kvm_without_vmx_or_svm_is_not_used() {
+        let err = nested_virtualisation(PVM_CPUINFO, None, None).unwrap_err();
+        assert!(err.starts_with("KVM here has no VMX or SVM"), "{err}");
+    }
+
+    #[test]
+    fn kvm_is_used_only_where_it_passes_vmx_or_svm_on() {
+        // The same CPU as if it had VMX (or SVM), by its flags.
+        let with = |flag: &str| PVM_CPUINFO.replacen("flags\t\t: fpu", &format!("flags\t\t: fpu {flag}"), 1);
+        let vmx = with("vmx");
+        assert_eq!(nested_virtualisation(&vmx, Some("Y\n"), None), Ok(()));
+        assert_eq!(nested_virtualisation(&with("svm"), None, Some("1\n")), Ok(()));
+        let err = nested_virtualisation(&vmx, Some("N\n"), None).unwrap_err();
+        assert!(err.contains("/sys/module/kvm_intel/parameters/nested is \"N\""), "{err}");
+        let err = nested_virtualisation(&vmx, None, Some("1\n")).unwrap_err();
+        assert_eq!(err, "kvm_intel is not loaded, so KVM here cannot give Xen VMX");
+    }
+
+    /// QEMU's stderr from a KVM boot of master's Xen on that machine: the
+    /// guest stops on an instruction KVM cannot emulate and QEMU waits.
+    #[test]
+    fn a_kvm_emulation_error_says_to_use_tcg() {
+        let err = BootError::Timeout {
+            stage: Stage::Starting.waiting_for(),
+            after: Duration::from_secs(20),
+            log: PathBuf::from("console.log"),
+            stderr: include_str!("../tests/fixtures/kvm-pvm-xen-boot.qemu-stderr.log").into(),
+        }
+        .to_string();
+        assert!(err.contains("\n    KVM internal error. Suberror: 1\n"), "{err}");
+        assert!(err.ends_with("(KVM here cannot run this Xen: run with NUMA_HARNESS_ACCEL=tcg)"), "{err}");
     }
 }
