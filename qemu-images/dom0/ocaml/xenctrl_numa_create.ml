@@ -234,6 +234,13 @@ let settle xc before_doms =
   in
   wait 30 (free_pages xc)
 
+(* xenopsd's VM_create, then its build's first step: the vCPUs. *)
+let create_domain xc config ~vcpus =
+  let domid = Xenctrl.domain_create xc config in
+  (try Xenctrl.domain_max_vcpus xc domid vcpus
+   with e -> Xenctrl.domain_destroy xc domid; raise e);
+  domid
+
 type expect =
   | Created of string option  (* the node affinity 'u' must show, if any *)
   | Created_auto              (* created with an affinity Xen derives *)
@@ -253,14 +260,7 @@ let request xc host ~pool_nodes ~what ~cpupool ~vcpus ~nodes expect =
   let handle = Printf.sprintf "00000000-0000-4000-8000-%012d" !count in
   let config = Create_config.make ~handle ~max_vcpus:vcpus ~cpupool_id:cpupool
       ~node_affinity:nodes in
-  (* xenopsd's VM_create, then its build's first step: the vCPUs. *)
-  let create () =
-    let domid = Xenctrl.domain_create xc config in
-    (try Xenctrl.domain_max_vcpus xc domid vcpus
-     with e -> Xenctrl.domain_destroy xc domid; raise e);
-    domid
-  in
-  (match create (), expect with
+  (match create_domain xc config ~vcpus, expect with
    | domid, Created_auto ->
      (match node_affinity xc domid with
       | Some got when Filename.check_suffix got " (auto)" ->
@@ -339,11 +339,9 @@ let () =
     List.iteri
       (fun i (vcpus, node_affinity) ->
         let handle = Printf.sprintf "00000000-0000-4000-8000-%012d" (1000 + i) in
-        let domid = Xenctrl.domain_create xc
-            (Create_config.make ~handle ~max_vcpus:vcpus ~cpupool_id:cpupool ~node_affinity) in
-        (try Xenctrl.domain_max_vcpus xc domid vcpus
-         with e -> Xenctrl.domain_destroy xc domid; raise e);
-        Xenctrl.domain_destroy xc domid)
+        let config = Create_config.make ~handle ~max_vcpus:vcpus ~cpupool_id:cpupool
+            ~node_affinity in
+        Xenctrl.domain_destroy xc (create_domain xc config ~vcpus))
       shapes;
     ignore (settle xc before_doms);
     Printf.printf "warm-up in cpupool %ld: %d domains created and destroyed, uncounted\n%!"
