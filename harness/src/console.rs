@@ -173,7 +173,19 @@ impl Partial {
 /// The steps in the console's result block. Lines that are not part of the
 /// block (kernel or Xen messages printed meanwhile) are skipped.
 pub fn result_block(console: &str) -> Result<Vec<Step>> {
-    let mut lines = console.lines().map(|l| l.trim_end_matches('\r'));
+    // Xen shares the serial line: a message of its own (seen: "(XEN) uart
+    // interrupt taking more than 4ms, switched to polling") can land inside
+    // any line of the block and runs to its end. The block's own lines
+    // never hold "(XEN) " past their first character (only a line of
+    // `xl dmesg` does, at its start), so the line ends where it begins.
+    let mut lines = console.lines().map(|l| {
+        let l = l.trim_end_matches('\r');
+        let body = l.strip_prefix('|').and_then(|r| r.split_once('|')).map_or(0, |(n, _)| n.len() + 3);
+        match l.get(body + 1..).and_then(|t| t.find("(XEN) ")) {
+            Some(i) if l.starts_with(['|', '#', '=']) => &l[..body + 1 + i],
+            _ => l,
+        }
+    });
     if !lines.any(|l| l == RESULT_BEGIN) {
         bail!("the console has no result block (no line {RESULT_BEGIN:?})");
     }
@@ -219,16 +231,7 @@ pub fn result_block(console: &str) -> Result<Vec<Step>> {
             let Some((n, text)) = rest.split_once('|').and_then(|(n, t)| Some((n.parse::<usize>().ok()?, t))) else {
                 continue;
             };
-            let text = text.strip_prefix(' ').unwrap_or(text);
-            // Xen shares the serial line: a message of its own (seen: "(XEN)
-            // uart interrupt taking more than 4ms") can land inside a line
-            // of the block and runs to its end. Only a line of `xl dmesg`
-            // starts with "(XEN) ".
-            let text = match text.get(1..).and_then(|t| t.find("(XEN) ")) {
-                Some(i) => &text[..i + 1],
-                None => text,
-            }
-            .to_string();
+            let text = text.strip_prefix(' ').unwrap_or(text).to_string();
             let Some(p) = current.as_mut() else {
                 bail!("output line before the first step: {line:?}");
             };
@@ -261,6 +264,19 @@ mod tests {
             ==== numa-harness result end: 1 steps, 0 failed ====\n";
         let steps = result_block(console).unwrap();
         assert_eq!(steps[0].output, ["(XEN) not cut at the start", "unpinned 2 0 - --p 0.0 all / 0-1"]);
+    }
+
+    /// From a real boot (master, baseline, two-node, creation-cost): the
+    /// same message landed in a step's heading, which must still parse.
+    #[test]
+    fn xen_message_inside_a_step_line() {
+        let console = "==== numa-harness result begin ====(XEN) uart interrupt taking more than 4ms, switched to polling\n\
+            ### dom0 vcpu-pin rc=0 lines=0(XEN) uart interrupt taking more than 4ms, switched to polling\n\
+            ### collect xl-info rc=0 lines=1\n|1| nr_nodes : 2\n\
+            ==== numa-harness result end: 2 steps, 0 failed ====(XEN) uart interrupt taking more than 4ms, switched to polling\n";
+        let steps = result_block(console).unwrap();
+        assert_eq!((steps[0].kind, steps[0].name.as_str(), steps[0].rc), (StepKind::Dom0, "vcpu-pin", 0));
+        assert_eq!(steps[1].output, ["nr_nodes : 2"]);
     }
 
     #[test]
