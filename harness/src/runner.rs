@@ -27,6 +27,11 @@ pub struct Booter {
     /// Reuse the console of an earlier boot with the same identity
     /// (`cargo xtask test` without `--rerun`).
     pub reuse: bool,
+    /// The boots run one at a time, with no other boot of this run beside
+    /// them, for figures timed in the guest. Their consoles are kept apart
+    /// from those of boots that shared the machine, so reuse never passes
+    /// off a boot slowed by its neighbours as one that ran alone.
+    pub alone: bool,
     /// Boots that ran, and boots whose console was read again, so far.
     booted: AtomicUsize,
     read_again: AtomicUsize,
@@ -48,7 +53,7 @@ impl Booter {
 
     fn with_packages(sh: &Shell, packages: fn(&Shell) -> Result<()>) -> Result<Booter> {
         packages(sh)?;
-        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
+        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, alone: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
     }
 
     /// How many boots ran so far, and how many were read again.
@@ -86,12 +91,14 @@ impl Booter {
     /// Boots, parses the console into a report and writes it next to the log.
     /// With `reuse`, a boot whose identity (see [`Boot::identity`]) booted
     /// before to its end is not booted again: its console log, kept in the
-    /// cache (`boots/<identity>.console.log`), is parsed anew instead.
+    /// cache (`boots/<identity>.console.log`, `<identity>.alone.console.log`
+    /// for one run [`alone`](Booter::alone)), is parsed anew instead.
     pub fn run(&self, boot: &Boot, artifacts: &Artifacts, scale: Option<f64>) -> Result<Report> {
         let run_dir = &boot.run_dir;
         let identity = boot.identity()?;
-        let kept = paths::cache()?.join("boots").join(format!("{identity}.console.log"));
-        let kept_timeline = kept.with_file_name(format!("{identity}.{}", boot::TIMELINE));
+        let kept_as = if self.alone { format!("{identity}.alone") } else { identity.clone() };
+        let kept = paths::cache()?.join("boots").join(format!("{kept_as}.console.log"));
+        let kept_timeline = kept.with_file_name(format!("{kept_as}.{}", boot::TIMELINE));
         let timeline = run_dir.path().join(boot::TIMELINE);
         if self.reuse && kept.exists() {
             let text = std::fs::read_to_string(&kept).with_context(|| format!("reading {}", kept.display()))?;

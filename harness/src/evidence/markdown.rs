@@ -140,7 +140,8 @@ fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
 ", p.baseline.topology, p.baseline.scenario, p.baseline.description).unwrap();
     }
     md.push_str(
-        "Wall time in dom0 (the kernel's monotonic clock) around each command, \
+        "These boots ran last, one at a time, with no other boot beside \
+         them. Wall time in dom0 (the kernel's monotonic clock) around each command, \
          as the median of the rounds with the interquartile range (IQR); \
          a ratio is patched median over baseline median, \"within the spread\" \
          when each build's median lies inside the other's IQR. Xen's pages \
