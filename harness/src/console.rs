@@ -170,22 +170,27 @@ impl Partial {
     }
 }
 
+/// Xen shares the serial line: a message of its own (seen: "(XEN) uart
+/// interrupt taking more than 4ms, switched to polling") can land inside any
+/// line of the result block and runs to its end. The block's own lines hold
+/// "(XEN) " only where an output line's text starts with it (a line of `xl
+/// dmesg`), so such a line ends where the message begins.
+fn without_xen_message(line: &str) -> &str {
+    if !line.starts_with(['|', '#', '=']) {
+        return line;
+    }
+    // Where an output line's text starts: past "|N| ".
+    let text = line.strip_prefix('|').and_then(|r| r.split_once('|')).map_or(0, |(n, _)| n.len() + 3);
+    match line.get(text + 1..).and_then(|t| t.find("(XEN) ")) {
+        Some(i) => &line[..text + 1 + i],
+        None => line,
+    }
+}
+
 /// The steps in the console's result block. Lines that are not part of the
 /// block (kernel or Xen messages printed meanwhile) are skipped.
 pub fn result_block(console: &str) -> Result<Vec<Step>> {
-    // Xen shares the serial line: a message of its own (seen: "(XEN) uart
-    // interrupt taking more than 4ms, switched to polling") can land inside
-    // any line of the block and runs to its end. The block's own lines
-    // never hold "(XEN) " past their first character (only a line of
-    // `xl dmesg` does, at its start), so the line ends where it begins.
-    let mut lines = console.lines().map(|l| {
-        let l = l.trim_end_matches('\r');
-        let body = l.strip_prefix('|').and_then(|r| r.split_once('|')).map_or(0, |(n, _)| n.len() + 3);
-        match l.get(body + 1..).and_then(|t| t.find("(XEN) ")) {
-            Some(i) if l.starts_with(['|', '#', '=']) => &l[..body + 1 + i],
-            _ => l,
-        }
-    });
+    let mut lines = console.lines().map(|l| without_xen_message(l.trim_end_matches('\r')));
     if !lines.any(|l| l == RESULT_BEGIN) {
         bail!("the console has no result block (no line {RESULT_BEGIN:?})");
     }
