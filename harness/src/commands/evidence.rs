@@ -165,7 +165,7 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
     if let Some(r) = &reproduced {
         let outside = r.times.iter().filter(|t| !t.inside()).count();
         println!(
-            "evidence: against the report it replaced: {} placement and {} page figure(s) differ, {outside} of {} medians outside its IQR",
+            "evidence: against the report it replaced: {} placement and {} page figure(s) differ, {outside} of {} medians outside the spread it stated",
             r.placement_changes.len(),
             r.page_changes.len(),
             r.times.len()

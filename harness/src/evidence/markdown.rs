@@ -38,7 +38,7 @@ fn pages_text(pages: f64) -> String {
 }
 
 /// Whether a difference of medians is noise: each build's median inside
-/// the other's interquartile range.
+/// the other's 10th to 90th percentile.
 fn noise(c: &Compared, create: bool) -> &'static str {
     let s = if create { &c.create } else { &c.destroy };
     if s[0].holds(s[1].median) && s[1].holds(s[0].median) {
@@ -73,14 +73,17 @@ fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
         .times
         .iter()
         .filter(|t| !t.inside())
-        .map(|t| format!("{} {:.0} ms, before {:.0} ms (IQR {:.0}-{:.0})", t.what, t.now, t.before.median, t.before.q1, t.before.q3))
+        .map(|t| {
+            let (lo, hi, name) = t.before.stated();
+            format!("{} {:.0} ms, before {:.0} ms ({name} {lo:.0}-{hi:.0})", t.what, t.now, t.before.median)
+        })
         .collect();
     let inside = r.times.len() - outside.len();
     match outside.len() {
-        0 => writeln!(md, "- wall times: all {} medians inside the interquartile range the report stated\n", r.times.len()).unwrap(),
+        0 => writeln!(md, "- wall times: all {} medians inside the spread the report stated\n", r.times.len()).unwrap(),
         _ => writeln!(
             md,
-            "- wall times: {inside} of {} medians inside the interquartile range the report stated; outside: {}\n",
+            "- wall times: {inside} of {} medians inside the spread the report stated; outside: {}\n",
             r.times.len(),
             outside.join("; ")
         )
@@ -142,9 +145,11 @@ fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
     md.push_str(
         "These boots ran last, one at a time, with no other boot beside \
          them. Wall time in dom0 (the kernel's monotonic clock) around each command, \
-         as the median of the rounds with the interquartile range (IQR); \
-         a ratio is patched median over baseline median, \"within the spread\" \
-         when each build's median lies inside the other's IQR. Xen's pages \
+         as the median of the rounds with its spread, from the 10th to the 90th \
+         percentile of the rounds (P10-P90: the middle 80%, wider than the \
+         interquartile range because one boot's rounds vary less than boots \
+         do); a ratio is patched median over baseline median, \"within the spread\" \
+         when each build's median lies inside the other's P10-P90. Xen's pages \
          are those it took beyond the domain's own pages while the domain \
          existed (free pages before, minus free pages during, minus the \
          domain's total), the median of the rounds.\n\n",
@@ -377,8 +382,10 @@ mod tests {
         assert!(md.contains("- Xen's pages per measured domain, 4 medians: every one the same\n"), "{md}");
         let b = figures.cost[0].destroy[0];
         let line = format!(
-            "- wall times: 7 of 8 medians inside the interquartile range the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000 ms, before {:.0} ms (IQR {:.0}-{:.0})\n",
-            b.median, b.q1, b.q3
+            "- wall times: 7 of 8 medians inside the spread the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000 ms, before {:.0} ms (P10-P90 {:.0}-{:.0})\n",
+            b.median,
+            b.p10.unwrap(),
+            b.p90.unwrap()
         );
         assert!(md.contains(&line), "{md}");
     }
