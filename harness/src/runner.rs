@@ -27,11 +27,13 @@ pub struct Booter {
     /// Reuse the console of an earlier boot with the same identity
     /// (`cargo xtask test` without `--rerun`).
     pub reuse: bool,
-    /// The boots run one at a time, with no other boot of this run beside
-    /// them, for figures timed in the guest. Their consoles are kept apart
-    /// from those of boots that shared the machine, so reuse never passes
-    /// off a boot slowed by its neighbours as one that ran alone.
-    pub alone: bool,
+    /// The boots time commands in the guest, and run as a pair: one
+    /// scenario's baseline and patched boot at the same time, with no
+    /// other boot beside them, so that whatever slows the machine slows
+    /// both builds alike. Their consoles are kept apart from those of
+    /// boots that shared the machine with any other, so reuse never passes
+    /// one of those off as half of a pair.
+    pub paired: bool,
     /// Boots that ran, and boots whose console was read again, so far.
     booted: AtomicUsize,
     read_again: AtomicUsize,
@@ -53,7 +55,7 @@ impl Booter {
 
     fn with_packages(sh: &Shell, packages: fn(&Shell) -> Result<()>) -> Result<Booter> {
         packages(sh)?;
-        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, alone: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
+        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, paired: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
     }
 
     /// How many boots ran so far, and how many were read again.
@@ -91,12 +93,13 @@ impl Booter {
     /// Boots, parses the console into a report and writes it next to the log.
     /// With `reuse`, a boot whose identity (see [`Boot::identity`]) booted
     /// before to its end is not booted again: its console log, kept in the
-    /// cache (`boots/<identity>.console.log`, `<identity>.alone.console.log`
-    /// for one run [`alone`](Booter::alone)), is parsed anew instead.
+    /// cache (`boots/<identity>.console.log`, `<identity>.paired.console.log`
+    /// for a boot that ran as half of a [pair](Booter::paired)), is parsed
+    /// anew instead.
     pub fn run(&self, boot: &Boot, artifacts: &Artifacts, scale: Option<f64>) -> Result<Report> {
         let run_dir = &boot.run_dir;
         let identity = boot.identity()?;
-        let kept_as = if self.alone { format!("{identity}.alone") } else { identity.clone() };
+        let kept_as = self.kept_as(boot)?;
         let kept = paths::cache()?.join("boots").join(format!("{kept_as}.console.log"));
         let kept_timeline = kept.with_file_name(format!("{kept_as}.{}", boot::TIMELINE));
         let timeline = run_dir.path().join(boot::TIMELINE);
@@ -170,6 +173,19 @@ impl Booter {
         }
         paths::write_atomic(&run_dir.report(), yaml_serde::to_string(&report)?.as_bytes())?;
         Ok(report)
+    }
+
+    /// The name a boot's console is kept under in the cache.
+    fn kept_as(&self, boot: &Boot) -> Result<String> {
+        let identity = boot.identity()?;
+        Ok(if self.paired { format!("{identity}.paired") } else { identity })
+    }
+
+    /// Whether the cache keeps the console of a boot that would be the
+    /// same as this one.
+    pub fn has_kept(&self, artifacts: &Artifacts, topology: &Topology, scenario: &Scenario) -> Result<bool> {
+        let boot = self.spec(artifacts, topology, scenario, false)?;
+        Ok(paths::cache()?.join("boots").join(format!("{}.console.log", self.kept_as(&boot)?)).exists())
     }
 
     /// Boots one build with one topology and scenario.

@@ -1,9 +1,11 @@
 //! What the series costs, from the reports' measure steps: `xl create -p`
 //! and `xl destroy` wall time as medians with the range of the middle 80%
-//! of the rounds, patched over baseline, and the pages Xen takes per domain and per vCPU
+//! of the rounds, patched over baseline as a ratio of medians with its 90%
+//! bootstrap interval, and the pages Xen takes per domain and per vCPU
 //! beyond the domain's own, patched minus baseline.
 
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 
 use super::Pair;
 use crate::report::MeasuredDomain;
@@ -47,6 +49,62 @@ impl Spread {
     }
 }
 
+/// A ratio of medians, patched over baseline, with the interval that
+/// holds 90% of it when each build's rounds are drawn again (bootstrap,
+/// 2000 draws of as many rounds as each build had, with replacement).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Bootstrap draws per ratio.
+const DRAWS: usize = 2000;
+
+impl Ratio {
+    pub fn of(baseline: &[f64], patched: &[f64]) -> Option<Ratio> {
+        let median = |v: &[f64]| Spread::of(v).map(|s| s.median);
+        let value = median(patched)? / median(baseline)?;
+        // A fixed seed: the same rounds give the same interval every time
+        // the report is written from them.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % n as u64) as usize
+        };
+        let mut draws: Vec<f64> = (0..DRAWS)
+            .map(|_| {
+                let b: Vec<f64> = (0..baseline.len()).map(|_| baseline[next(baseline.len())]).collect();
+                let p: Vec<f64> = (0..patched.len()).map(|_| patched[next(patched.len())]).collect();
+                median(&p).unwrap() / median(&b).unwrap()
+            })
+            .collect();
+        draws.sort_by(f64::total_cmp);
+        let at = |q: f64| draws[((q * (DRAWS - 1) as f64).round() as usize).min(DRAWS - 1)];
+        Some(Ratio { value, low: at(0.05), high: at(0.95) })
+    }
+
+    /// `1.07 (0.98-1.16)`.
+    pub fn text(&self) -> String {
+        format!("{:.2} ({:.2}-{:.2})", self.value, self.low, self.high)
+    }
+
+    /// Whether the rounds leave room for no difference at all.
+    pub fn is_noise(&self) -> bool {
+        (self.low..=self.high).contains(&1.0)
+    }
+
+    /// Whether `value` is inside this ratio's interval.
+    pub fn holds(&self, value: f64) -> bool {
+        (self.low..=self.high).contains(&value)
+    }
+}
+
 /// The median of Xen's pages per round for one domain.
 fn pages(d: &MeasuredDomain) -> Result<i64> {
     let mut v = d.xen_pages.clone();
@@ -66,17 +124,11 @@ pub struct Compared {
     /// `xl create -p` and `xl destroy`, baseline then patched.
     pub create: [Spread; 2],
     pub destroy: [Spread; 2],
+    /// Patched over baseline.
+    pub create_ratio: Ratio,
+    pub destroy_ratio: Ratio,
     /// Xen's pages beyond the domain's own, median, baseline then patched.
     pub xen_pages: [i64; 2],
-}
-
-impl Compared {
-    pub fn create_ratio(&self) -> f64 {
-        self.create[1].median / self.create[0].median
-    }
-    pub fn destroy_ratio(&self) -> f64 {
-        self.destroy[1].median / self.destroy[0].median
-    }
 }
 
 /// Every domain of every measure step, matched between the builds.
@@ -91,13 +143,16 @@ pub fn compare(pairs: &[Pair]) -> Result<Vec<Compared>> {
                 let Some(qd) = q.domains.iter().find(|d| d.name == bd.name) else {
                     bail!("{}: {} was measured on the baseline only", p.name(), bd.name);
                 };
-                let spread = |v: &[f64]| Spread::of(v).ok_or_else(|| anyhow::anyhow!("{}: no round of {}", p.name(), bd.name));
+                let none = || anyhow::anyhow!("{}: no round of {}", p.name(), bd.name);
+                let spread = |v: &[f64]| Spread::of(v).ok_or_else(none);
                 out.push(Compared {
                     topology: p.baseline.topology.clone(),
                     name: bd.name.clone(),
                     vcpus: bd.vcpus,
                     create: [spread(&bd.create_ms)?, spread(&qd.create_ms)?],
                     destroy: [spread(&bd.destroy_ms)?, spread(&qd.destroy_ms)?],
+                    create_ratio: Ratio::of(&bd.create_ms, &qd.create_ms).ok_or_else(none)?,
+                    destroy_ratio: Ratio::of(&bd.destroy_ms, &qd.destroy_ms).ok_or_else(none)?,
                     xen_pages: [pages(bd)?, pages(qd)?],
                 });
             }
@@ -150,9 +205,38 @@ mod tests {
         assert_eq!(Spread::of(&[]), None);
     }
 
+    #[test]
+    fn ratio_of_medians_with_its_interval() {
+        // The same rounds on both builds: exactly 1, and an interval
+        // around it that is no wider than the rounds' own spread.
+        let rounds: Vec<f64> = (0..20).map(|i| 700.0 + 10.0 * f64::from(i)).collect();
+        let same = Ratio::of(&rounds, &rounds).unwrap();
+        assert_eq!(same.value, 1.0);
+        assert!(same.low < 1.0 && same.high > 1.0 && same.is_noise(), "{same:?}");
+        assert!(same.low > 0.85 && same.high < 1.15, "{same:?}");
+        assert_eq!(Ratio::of(&rounds, &rounds), Some(same), "the interval is the same every time");
+        // Patched a quarter slower in every round: outside the noise.
+        let slower: Vec<f64> = rounds.iter().map(|r| r * 1.25).collect();
+        let r = Ratio::of(&rounds, &slower).unwrap();
+        assert_eq!(r.value, 1.25);
+        assert!(!r.is_noise() && r.holds(1.25) && !r.holds(1.0), "{r:?}");
+        assert_eq!(Ratio { value: 1.07, low: 0.98, high: 1.16 }.text(), "1.07 (0.98-1.16)");
+        assert_eq!(Ratio::of(&[], &rounds), None);
+    }
+
     fn compared(vcpus: u32, pages: [i64; 2]) -> Compared {
         let s = Spread::of(&[100.0]).unwrap();
-        Compared { topology: "t".into(), name: format!("d{vcpus}"), vcpus, create: [s; 2], destroy: [s; 2], xen_pages: pages }
+        let r = Ratio::of(&[100.0], &[100.0]).unwrap();
+        Compared {
+            topology: "t".into(),
+            name: format!("d{vcpus}"),
+            vcpus,
+            create: [s; 2],
+            destroy: [s; 2],
+            create_ratio: r,
+            destroy_ratio: r,
+            xen_pages: pages,
+        }
     }
 
     #[test]

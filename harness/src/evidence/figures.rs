@@ -9,7 +9,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::cost::{Compared, Spread};
+use super::cost::{Compared, Ratio, Spread};
 use super::locality::{self, DomainLocality};
 use super::Pair;
 
@@ -84,6 +84,12 @@ pub struct Cost {
     pub vcpus: u32,
     pub create: [Time; 2],
     pub destroy: [Time; 2],
+    /// Patched over baseline; absent from figures written before the
+    /// report stated their intervals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_ratio: Option<Ratio>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_ratio: Option<Ratio>,
     pub xen_pages: [i64; 2],
 }
 
@@ -126,6 +132,8 @@ impl Figures {
                 vcpus: c.vcpus,
                 create: c.create.map(Time::from),
                 destroy: c.destroy.map(Time::from),
+                create_ratio: Some(c.create_ratio),
+                destroy_ratio: Some(c.destroy_ratio),
                 xen_pages: c.xen_pages,
             })
             .collect();
@@ -149,6 +157,21 @@ impl Retimed {
     }
 }
 
+/// One ratio of this run against the earlier report's interval for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reratioed {
+    /// `xl create -p of cost-pvh-1vcpu (two-node)`.
+    pub what: String,
+    pub now: f64,
+    pub before: Ratio,
+}
+
+impl Reratioed {
+    pub fn inside(&self) -> bool {
+        self.before.holds(self.now)
+    }
+}
+
 /// What this run reproduced of the figures it replaces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reproduction {
@@ -160,6 +183,9 @@ pub struct Reproduction {
     /// Xen's pages compared, and those that differ.
     pub pages: usize,
     pub page_changes: Vec<String>,
+    /// Every ratio, against the earlier report's interval (none when that
+    /// report stated none).
+    pub ratios: Vec<Reratioed>,
     /// Every median, against the earlier report's spread.
     pub times: Vec<Retimed>,
     /// This run's boots that ran, and those read again from the cache.
@@ -194,12 +220,17 @@ pub fn reproduce(before: &Figures, now: &Figures) -> Reproduction {
             placement_changes.push(format!("{}: gone", b.name()));
         }
     }
-    let (mut pages, mut page_changes, mut times) = (0, Vec::new(), Vec::new());
+    let (mut pages, mut page_changes, mut times, mut ratios) = (0, Vec::new(), Vec::new(), Vec::new());
     for c in &now.cost {
         let Some(b) = before.cost.iter().find(|b| (&b.topology, &b.domain) == (&c.topology, &c.domain)) else {
             page_changes.push(format!("{} ({}): new", c.domain, c.topology));
             continue;
         };
+        for (command, was, is) in [("xl create -p", b.create_ratio, c.create_ratio), ("xl destroy", b.destroy_ratio, c.destroy_ratio)] {
+            if let (Some(was), Some(is)) = (was, is) {
+                ratios.push(Reratioed { what: format!("`{command}` of {} ({})", c.domain, c.topology), now: is.value, before: was });
+            }
+        }
         for (i, build) in ["baseline", "patched"].into_iter().enumerate() {
             pages += 1;
             if b.xen_pages[i] != c.xen_pages[i] {
@@ -223,6 +254,7 @@ pub fn reproduce(before: &Figures, now: &Figures) -> Reproduction {
         placement_changes,
         pages,
         page_changes,
+        ratios,
         times,
         booted: 0,
         read_again: 0,
@@ -255,8 +287,8 @@ mod tests {
         assert_eq!(back, f);
         let r = reproduce(&back, &f);
         assert_eq!((r.placements, r.placement_changes.len(), r.pages, r.page_changes.len()), (2, 0, 4, 0));
-        assert_eq!(r.times.len(), 8);
-        assert!(r.times.iter().all(Retimed::inside));
+        assert_eq!((r.times.len(), r.ratios.len()), (8, 4));
+        assert!(r.times.iter().all(Retimed::inside) && r.ratios.iter().all(Reratioed::inside));
     }
 
     /// A figure that moved is named, with what it was and what it is; a
@@ -282,6 +314,16 @@ mod tests {
         assert_eq!(r.page_changes, ["Xen's pages of cost-pvh-4vcpus (two-node) on patched: 1154 before, 1155 now"]);
         let outside: Vec<&str> = r.times.iter().filter(|t| !t.inside()).map(|t| t.what.as_str()).collect();
         assert_eq!(outside, ["`xl create -p` of cost-pvh-1vcpu (two-node), patched"]);
+        assert!(r.ratios.iter().all(Reratioed::inside), "the ratios were not moved");
+        let mut moved = before.clone();
+        let was = before.cost[1].destroy_ratio.unwrap();
+        moved.cost[1].destroy_ratio = Some(Ratio { value: was.high + 0.01, ..was });
+        let outside: Vec<String> = reproduce(&before, &moved).ratios.iter().filter(|t| !t.inside()).map(|t| t.what.clone()).collect();
+        assert_eq!(outside, ["`xl destroy` of cost-pvh-4vcpus (two-node)"]);
+        // Figures that stated no interval leave no ratio to compare.
+        let mut old = before.clone();
+        old.cost.iter_mut().for_each(|c| (c.create_ratio, c.destroy_ratio) = (None, None));
+        assert!(reproduce(&old, &before).ratios.is_empty());
     }
 
     /// Figures written before the report kept percentiles read back, and

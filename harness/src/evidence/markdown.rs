@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use anyhow::Result;
 
-use super::cost::{self, Compared};
+use super::cost::{self, Compared, Ratio};
 use super::figures::Reproduction;
 use super::locality::{self, DomainLocality};
 use super::{Header, OwnTimes, Pair, Share};
@@ -37,16 +37,18 @@ fn pages_text(pages: f64) -> String {
     }
 }
 
-/// Whether a difference of medians is noise: each build's median inside
-/// the other's 10th to 90th percentile.
-fn noise(c: &Compared, create: bool) -> &'static str {
-    let s = if create { &c.create } else { &c.destroy };
-    if s[0].holds(s[1].median) && s[1].holds(s[0].median) {
-        "within the spread"
+/// Whether a ratio of medians is noise: its interval holds 1.
+fn noise(r: &Ratio) -> &'static str {
+    if r.is_noise() {
+        "within the noise"
     } else {
-        "outside the spread"
+        "outside the noise"
     }
 }
+
+/// The medians in milliseconds, as the comparison with an earlier report
+/// names them.
+const TIMES: &str = "medians in milliseconds (the machine's at the time, which the report does not hold a rerun to)";
 
 /// What this run reproduced of the report it replaced.
 fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
@@ -69,6 +71,23 @@ fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
     };
     writeln!(md, "- placement, {} counted domains on both builds: {}", r.placements, listed(&r.placement_changes)).unwrap();
     writeln!(md, "- Xen's pages per measured domain, {} medians: {}", r.pages, listed(&r.page_changes)).unwrap();
+    let ratios: Vec<String> = r
+        .ratios
+        .iter()
+        .filter(|t| !t.inside())
+        .map(|t| format!("{} {:.2}, before {}", t.what, t.now, t.before.text()))
+        .collect();
+    match (r.ratios.len(), ratios.len()) {
+        (0, _) => md.push_str("- ratios of medians: the report it replaced stated no interval for them\n"),
+        (n, 0) => writeln!(md, "- ratios of medians, patched over baseline: all {n} inside the 90% interval the report stated").unwrap(),
+        (n, k) => writeln!(
+            md,
+            "- ratios of medians, patched over baseline: {} of {n} inside the 90% interval the report stated; outside: {}",
+            n - k,
+            ratios.join("; ")
+        )
+        .unwrap(),
+    }
     let outside: Vec<String> = r
         .times
         .iter()
@@ -80,10 +99,10 @@ fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
         .collect();
     let inside = r.times.len() - outside.len();
     match outside.len() {
-        0 => writeln!(md, "- wall times: all {} medians inside the spread the report stated\n", r.times.len()).unwrap(),
+        0 => writeln!(md, "- {TIMES}: all {} inside the spread the report stated\n", r.times.len()).unwrap(),
         _ => writeln!(
             md,
-            "- wall times: {inside} of {} medians inside the spread the report stated; outside: {}\n",
+            "- {TIMES}: {inside} of {} inside the spread the report stated; outside: {}\n",
             r.times.len(),
             outside.join("; ")
         )
@@ -143,13 +162,18 @@ fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
 ", p.baseline.topology, p.baseline.scenario, p.baseline.description).unwrap();
     }
     md.push_str(
-        "These boots ran last, one at a time, with no other boot beside \
-         them. Wall time in dom0 (the kernel's monotonic clock) around each command, \
-         as the median of the rounds with its spread, from the 10th to the 90th \
-         percentile of the rounds (P10-P90: the middle 80%, wider than the \
-         interquartile range because one boot's rounds vary less than boots \
-         do); a ratio is patched median over baseline median, \"within the spread\" \
-         when each build's median lies inside the other's P10-P90. Xen's pages \
+        "These boots ran last, the scenario's baseline and patched boot at \
+         the same time, with no other boot beside them: under TCG a guest's \
+         speed follows the load of the whole machine, which moves from one \
+         minute to the next, and two boots that run together see the same \
+         minutes. Wall time in dom0 (the kernel's monotonic clock) around \
+         each command, as the median of the rounds with their 10th to 90th \
+         percentile (P10-P90). A ratio is patched median over baseline \
+         median, with the interval that holds 90% of it when each build's \
+         rounds are drawn again (bootstrap); \"within the noise\" when that \
+         interval holds 1. The milliseconds are this machine's at that time, \
+         two guests on its cores; a rerun is held to the ratios' intervals, \
+         not to them. Xen's pages \
          are those it took beyond the domain's own pages while the domain \
          existed (free pages before, minus free pages during, minus the \
          domain's total), the median of the rounds.\n\n",
@@ -161,19 +185,19 @@ fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
     for c in compared {
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {:.2} ({}) | {} | {} | {:.2} ({}) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {}, {} | {} | {} | {}, {} | {} | {} |",
             c.topology,
             c.name,
             c.vcpus,
             c.create[1].n,
             c.create[0].text(),
             c.create[1].text(),
-            c.create_ratio(),
-            noise(c, true),
+            c.create_ratio.text(),
+            noise(&c.create_ratio),
             c.destroy[0].text(),
             c.destroy[1].text(),
-            c.destroy_ratio(),
-            noise(c, false),
+            c.destroy_ratio.text(),
+            noise(&c.destroy_ratio),
             c.xen_pages[0],
             c.xen_pages[1]
         )
@@ -233,13 +257,15 @@ pub fn document(
     for c in &compared {
         writeln!(
             md,
-            "| `xl create -p` of {} ({} vCPU(s)), median | {:.0} ms | {:.0} ms ({:.2}x, {}) |",
+            "| `xl create -p` of {} ({} vCPU(s)), median | {:.0} ms | {:.0} ms ({:.2}x, 90% interval {:.2}-{:.2}, {}) |",
             c.name,
             c.vcpus,
             c.create[0].median,
             c.create[1].median,
-            c.create_ratio(),
-            noise(c, true)
+            c.create_ratio.value,
+            c.create_ratio.low,
+            c.create_ratio.high,
+            noise(&c.create_ratio)
         )
         .unwrap();
     }
@@ -382,12 +408,16 @@ mod tests {
         assert!(md.contains("- Xen's pages per measured domain, 4 medians: every one the same\n"), "{md}");
         let b = figures.cost[0].destroy[0];
         let line = format!(
-            "- wall times: 7 of 8 medians inside the spread the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000 ms, before {:.0} ms (P10-P90 {:.0}-{:.0})\n",
+            "- {TIMES}: 7 of 8 inside the spread the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000 ms, before {:.0} ms (P10-P90 {:.0}-{:.0})\n",
             b.median,
             b.p10.unwrap(),
             b.p90.unwrap()
         );
         assert!(md.contains(&line), "{md}");
+        assert!(md.contains("- ratios of medians, patched over baseline: all 4 inside the 90% interval the report stated\n"), "{md}");
+        let c = &cost::compare(&costing).unwrap()[0];
+        let row = format!("| {}, {} |", c.create_ratio.text(), noise(&c.create_ratio));
+        assert!(md.contains(&row), "{md}");
     }
 
     /// The README's headline figures are those of the report in docs/: a
