@@ -27,13 +27,12 @@ pub struct Booter {
     /// Reuse the console of an earlier boot with the same identity
     /// (`cargo xtask test` without `--rerun`).
     pub reuse: bool,
-    /// The boots time commands in the guest, and run as a pair: one
-    /// scenario's baseline and patched boot at the same time, with no
-    /// other boot beside them, so that whatever slows the machine slows
-    /// both builds alike. Their consoles are kept apart from those of
-    /// boots that shared the machine with any other, so reuse never passes
-    /// one of those off as half of a pair.
-    pub paired: bool,
+    /// The boots time commands in the guest: under TCG their guest clock
+    /// counts instructions ([`boot::INSTRUCTION_CLOCK`]) instead of
+    /// following the host's, so that what they time does not depend on the
+    /// host's speed or on what else it runs. Their consoles are kept apart
+    /// (`<identity>.timed`).
+    pub timed: bool,
     /// Boots that ran, and boots whose console was read again, so far.
     booted: AtomicUsize,
     read_again: AtomicUsize,
@@ -55,7 +54,7 @@ impl Booter {
 
     fn with_packages(sh: &Shell, packages: fn(&Shell) -> Result<()>) -> Result<Booter> {
         packages(sh)?;
-        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, paired: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
+        Ok(Booter { dom0: fetch::dom0_packages(sh)?, machine: Machine::load()?, accel: boot::detect_accel()?, reuse: false, timed: false, booted: AtomicUsize::new(0), read_again: AtomicUsize::new(0) })
     }
 
     /// How many boots ran so far, and how many were read again.
@@ -86,6 +85,7 @@ impl Booter {
             base_image,
             run_dir: RunDir::of(artifacts, topology, scenario),
             accel: self.accel.0,
+            counted: self.timed,
             interactive,
         })
     }
@@ -93,9 +93,8 @@ impl Booter {
     /// Boots, parses the console into a report and writes it next to the log.
     /// With `reuse`, a boot whose identity (see [`Boot::identity`]) booted
     /// before to its end is not booted again: its console log, kept in the
-    /// cache (`boots/<identity>.console.log`, `<identity>.paired.console.log`
-    /// for a boot that ran as half of a [pair](Booter::paired)), is parsed
-    /// anew instead.
+    /// cache (`boots/<identity>.console.log`, `<identity>.timed.console.log`
+    /// for a [timed](Booter::timed) boot), is parsed anew instead.
     pub fn run(&self, boot: &Boot, artifacts: &Artifacts, scale: Option<f64>) -> Result<Report> {
         let run_dir = &boot.run_dir;
         let identity = boot.identity()?;
@@ -178,7 +177,7 @@ impl Booter {
     /// The name a boot's console is kept under in the cache.
     fn kept_as(&self, boot: &Boot) -> Result<String> {
         let identity = boot.identity()?;
-        Ok(if self.paired { format!("{identity}.paired") } else { identity })
+        Ok(if self.timed { format!("{identity}.timed") } else { identity })
     }
 
     /// Whether the cache keeps the console of a boot that would be the

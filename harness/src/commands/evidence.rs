@@ -97,14 +97,13 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
         |r| reports.push(r),
     );
     // The boots that time `xl create` and `xl destroy` run last, the two
-    // builds' boots of a scenario at the same time and nothing beside
-    // them. Under TCG a guest's speed follows the whole machine's load
-    // (one build's boot alone ran 18% slower than the same boot half an
-    // hour before), so a ratio between boots run one after the other
-    // measures the machine's moment as much as the series; run together,
-    // both builds see the same moments. Both are booted again unless both
-    // were kept: one kept and one new would be no pair.
-    booter.paired = true;
+    // builds' boots of a scenario side by side and nothing else. Under TCG
+    // their clock counts instructions: on the host's clock a guest's speed
+    // followed the whole machine's load (the same boot, alone, 18% slower
+    // than half an hour before). Under KVM the clock is the host's, and
+    // two boots that run together at least see the same moments; so both
+    // are booted again unless both were kept.
+    booter.timed = true;
     for (t, s) in &chosen[placing.len()..] {
         let kept = builds.iter().map(|b| booter.has_kept(b, t, s)).collect::<Result<Vec<_>>>()?;
         booter.reuse = !e.rerun && kept.iter().all(|&k| k);
@@ -137,6 +136,15 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
         xen_commit: format!("{} ({})", &base.upstream.commit[..10.min(base.upstream.commit.len())], base.version),
         harness_commit: harness_commit(),
         machine: machine(&booter),
+        clock: match booter.accel().0 {
+            crate::boot::Accel::Tcg => format!(
+                "QEMU's instruction counter (TCG with `-icount {}`): dom0's clock advances 2 ns for each instruction the \
+                 guest executes and skips idle time, so these times are the guest's work, the same on any host under any \
+                 load, and not a real CPU's milliseconds",
+                crate::boot::INSTRUCTION_CLOCK
+            ),
+            crate::boot::Accel::Kvm => "the host's: wall time under KVM, on the machine above".into(),
+        },
     };
     let docs = paths::repo().join("docs").join("evidence");
     let pictures = docs.join(&base.name);

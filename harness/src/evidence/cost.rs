@@ -43,10 +43,6 @@ impl Spread {
         format!("{:.0} ms (P10-P90 {:.0}-{:.0})", self.median, self.p10, self.p90)
     }
 
-    /// Whether `median` is inside this sample's 10th to 90th percentile.
-    pub fn holds(&self, median: f64) -> bool {
-        (self.p10..=self.p90).contains(&median)
-    }
 }
 
 /// A ratio of medians, patched over baseline, with the interval that
@@ -195,7 +191,6 @@ mod tests {
     fn spread_of_a_sample() {
         let s = Spread::of(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
         assert_eq!((s.median, s.q1, s.q3, s.p10, s.p90, s.n), (3.0, 2.0, 4.0, 1.0, 5.0, 5));
-        assert!(s.holds(4.5) && !s.holds(5.5));
         assert_eq!(s.text(), "3 ms (P10-P90 1-5)");
         // Twenty rounds: the 10th and 90th percentiles are the 3rd and the
         // 18th of them (ranks 1.9 and 17.1 from 0, rounded).

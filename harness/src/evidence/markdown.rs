@@ -147,7 +147,7 @@ fn own_times(md: &mut String, times: &OwnTimes) {
 
 /// The cost section: every measured domain's times on both builds, their
 /// ratio, and the extra memory.
-fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
+fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair], clock: &str) {
     md.push_str("## Cost
 
 ");
@@ -162,18 +162,17 @@ fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair]) {
 ", p.baseline.topology, p.baseline.scenario, p.baseline.description).unwrap();
     }
     md.push_str(
-        "These boots ran last, the scenario's baseline and patched boot at \
-         the same time, with no other boot beside them: under TCG a guest's \
-         speed follows the load of the whole machine, which moves from one \
-         minute to the next, and two boots that run together see the same \
-         minutes. Wall time in dom0 (the kernel's monotonic clock) around \
+        "These boots ran last, the scenario's baseline and patched boot side \
+         by side, with no other boot beside them. Their clock is ",
+    );
+    md.push_str(clock);
+    md.push_str(
+        ". Time in dom0 (the kernel's monotonic clock) around \
          each command, as the median of the rounds with their 10th to 90th \
          percentile (P10-P90). A ratio is patched median over baseline \
          median, with the interval that holds 90% of it when each build's \
          rounds are drawn again (bootstrap); \"within the noise\" when that \
-         interval holds 1. The milliseconds are this machine's at that time, \
-         two guests on its cores; a rerun is held to the ratios' intervals, \
-         not to them. Xen's pages \
+         interval holds 1. A rerun is held to the ratios' intervals. Xen's pages \
          are those it took beyond the domain's own pages while the domain \
          existed (free pages before, minus free pages during, minus the \
          domain's total), the median of the rounds.\n\n",
@@ -330,7 +329,7 @@ pub fn document(
     }
     md.push('\n');
 
-    cost_section(&mut md, &compared, cost_pairs);
+    cost_section(&mut md, &compared, cost_pairs, &header.clock);
 
     reproduction(&mut md, reproduced, &header.base);
     own_times(&mut md, times);
@@ -367,6 +366,7 @@ mod tests {
             xen_commit: "c447b7308b (4.23-unstable)".into(),
             harness_commit: "0123abc".into(),
             machine: "a test".into(),
+            clock: "a counter of a test".into(),
         };
         let times = OwnTimes {
             builds: vec![
@@ -390,6 +390,7 @@ mod tests {
         assert_eq!((c.name.as_str(), c.xen_pages), ("cost-pvh-1vcpu", [349, 352]));
         let row = format!("| `xl create -p` of cost-pvh-1vcpu (1 vCPU(s)), median | {:.0} ms | {:.0} ms", c.create[0].median, c.create[1].median);
         assert!(md.contains(&row), "{md}");
+        assert!(md.contains("side by side, with no other boot beside them. Their clock is a counter of a test. Time in dom0"), "{md}");
         assert!(!md.contains("![two-node/creation-cost]") && md.contains("![two-node/node1-from-node0](master/two-node__node1-from-node0.svg)"));
         assert!(md.contains("| master/baseline | not kept | | built before the harness kept build times |"), "{md}");
         assert!(md.contains("| master/patched | 4 min 6 s | "), "{md}");

@@ -64,6 +64,8 @@ pub struct Header {
     pub harness_commit: String,
     /// CPU model, cores, accelerator.
     pub machine: String,
+    /// What the clock of the boots that time commands counts.
+    pub clock: String,
 }
 
 /// The harness's own times the report lists, each kept when it was
