@@ -38,9 +38,10 @@ impl Spread {
         Some(Spread { median: at(0.5), q1: at(0.25), q3: at(0.75), p10: at(0.1), p90: at(0.9), n: v.len() })
     }
 
-    /// `345 ms (P10-P90 320-390)`.
+    /// `345.0 ms (P10-P90 320.2-390.9)`: tenths, since counted
+    /// instructions give rounds within a percent of each other.
     pub fn text(&self) -> String {
-        format!("{:.0} ms (P10-P90 {:.0}-{:.0})", self.median, self.p10, self.p90)
+        format!("{:.1} ms (P10-P90 {:.1}-{:.1})", self.median, self.p10, self.p90)
     }
 
 }
@@ -85,9 +86,9 @@ impl Ratio {
         Some(Ratio { value, low: at(0.05), high: at(0.95) })
     }
 
-    /// `1.07 (0.98-1.16)`.
+    /// `1.070 (0.981-1.160)`.
     pub fn text(&self) -> String {
-        format!("{:.2} ({:.2}-{:.2})", self.value, self.low, self.high)
+        format!("{:.3} ({:.3}-{:.3})", self.value, self.low, self.high)
     }
 
     /// Whether the rounds leave room for no difference at all.
@@ -191,7 +192,7 @@ mod tests {
     fn spread_of_a_sample() {
         let s = Spread::of(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
         assert_eq!((s.median, s.q1, s.q3, s.p10, s.p90, s.n), (3.0, 2.0, 4.0, 1.0, 5.0, 5));
-        assert_eq!(s.text(), "3 ms (P10-P90 1-5)");
+        assert_eq!(s.text(), "3.0 ms (P10-P90 1.0-5.0)");
         // Twenty rounds: the 10th and 90th percentiles are the 3rd and the
         // 18th of them (ranks 1.9 and 17.1 from 0, rounded).
         let twenty: Vec<f64> = (1..=20).map(f64::from).collect();
@@ -215,7 +216,7 @@ mod tests {
         let r = Ratio::of(&rounds, &slower).unwrap();
         assert_eq!(r.value, 1.25);
         assert!(!r.is_noise() && r.holds(1.25) && !r.holds(1.0), "{r:?}");
-        assert_eq!(Ratio { value: 1.07, low: 0.98, high: 1.16 }.text(), "1.07 (0.98-1.16)");
+        assert_eq!(Ratio { value: 1.07, low: 0.981, high: 1.16 }.text(), "1.070 (0.981-1.160)");
         assert_eq!(Ratio::of(&[], &rounds), None);
     }
 

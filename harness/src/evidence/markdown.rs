@@ -46,9 +46,8 @@ fn noise(r: &Ratio) -> &'static str {
     }
 }
 
-/// The medians in milliseconds, as the comparison with an earlier report
-/// names them.
-const TIMES: &str = "medians in milliseconds (the machine's at the time, which the report does not hold a rerun to)";
+/// The times, as the comparison with an earlier report names them.
+const TIMES: &str = "medians of the rounds";
 
 /// What this run reproduced of the report it replaced.
 fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
@@ -75,7 +74,7 @@ fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
         .ratios
         .iter()
         .filter(|t| !t.inside())
-        .map(|t| format!("{} {:.2}, before {}", t.what, t.now, t.before.text()))
+        .map(|t| format!("{} {:.3}, before {}", t.what, t.now, t.before.text()))
         .collect();
     match (r.ratios.len(), ratios.len()) {
         (0, _) => md.push_str("- ratios of medians: the report it replaced stated no interval for them\n"),
@@ -94,7 +93,7 @@ fn reproduction(md: &mut String, r: Option<&Reproduction>, base: &str) {
         .filter(|t| !t.inside())
         .map(|t| {
             let (lo, hi, name) = t.before.stated();
-            format!("{} {:.0} ms, before {:.0} ms ({name} {lo:.0}-{hi:.0})", t.what, t.now, t.before.median)
+            format!("{} {:.1} ms, before {:.1} ms ({name} {lo:.1}-{hi:.1})", t.what, t.now, t.before.median)
         })
         .collect();
     let inside = r.times.len() - outside.len();
@@ -172,7 +171,8 @@ fn cost_section(md: &mut String, compared: &[Compared], cost_pairs: &[Pair], clo
          percentile (P10-P90). A ratio is patched median over baseline \
          median, with the interval that holds 90% of it when each build's \
          rounds are drawn again (bootstrap); \"within the noise\" when that \
-         interval holds 1. A rerun is held to the ratios' intervals. Xen's pages \
+         interval holds 1. A rerun is held to the ratios' intervals and to the \
+         medians' P10-P90. Xen's pages \
          are those it took beyond the domain's own pages while the domain \
          existed (free pages before, minus free pages during, minus the \
          domain's total), the median of the rounds.\n\n",
@@ -256,7 +256,7 @@ pub fn document(
     for c in &compared {
         writeln!(
             md,
-            "| `xl create -p` of {} ({} vCPU(s)), median | {:.0} ms | {:.0} ms ({:.2}x, 90% interval {:.2}-{:.2}, {}) |",
+            "| `xl create -p` of {} ({} vCPU(s)), median | {:.1} ms | {:.1} ms ({:.3}x, 90% interval {:.3}-{:.3}, {}) |",
             c.name,
             c.vcpus,
             c.create[0].median,
@@ -388,7 +388,7 @@ mod tests {
         assert!(md.contains("| extra Xen memory per vCPU | | 1.67 pages (6.7 KiB) |"), "{md}");
         let c = &cost::compare(&costing).unwrap()[0];
         assert_eq!((c.name.as_str(), c.xen_pages), ("cost-pvh-1vcpu", [349, 352]));
-        let row = format!("| `xl create -p` of cost-pvh-1vcpu (1 vCPU(s)), median | {:.0} ms | {:.0} ms", c.create[0].median, c.create[1].median);
+        let row = format!("| `xl create -p` of cost-pvh-1vcpu (1 vCPU(s)), median | {:.1} ms | {:.1} ms", c.create[0].median, c.create[1].median);
         assert!(md.contains(&row), "{md}");
         assert!(md.contains("side by side, with no other boot beside them. Their clock is a counter of a test. Time in dom0"), "{md}");
         assert!(!md.contains("![two-node/creation-cost]") && md.contains("![two-node/node1-from-node0](master/two-node__node1-from-node0.svg)"));
@@ -409,7 +409,7 @@ mod tests {
         assert!(md.contains("- Xen's pages per measured domain, 4 medians: every one the same\n"), "{md}");
         let b = figures.cost[0].destroy[0];
         let line = format!(
-            "- {TIMES}: 7 of 8 inside the spread the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000 ms, before {:.0} ms (P10-P90 {:.0}-{:.0})\n",
+            "- {TIMES}: 7 of 8 inside the spread the report stated; outside: `xl destroy` of cost-pvh-1vcpu (two-node), baseline 1000.0 ms, before {:.1} ms (P10-P90 {:.1}-{:.1})\n",
             b.median,
             b.p10.unwrap(),
             b.p90.unwrap()
