@@ -34,7 +34,7 @@ impl Spread {
         }
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+        let at = |q: f64| nearest_rank(&v, q);
         Some(Spread { median: at(0.5), q1: at(0.25), q3: at(0.75), p10: at(0.1), p90: at(0.9), n: v.len() })
     }
 
@@ -43,7 +43,11 @@ impl Spread {
     pub fn text(&self) -> String {
         format!("{:.1} ms (P10-P90 {:.1}-{:.1})", self.median, self.p10, self.p90)
     }
+}
 
+/// The value at quantile `q` of a sorted, non-empty sample, by nearest rank.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    sorted[((q * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
 }
 
 /// A ratio of medians, patched over baseline, with the interval that
@@ -82,8 +86,7 @@ impl Ratio {
             })
             .collect();
         draws.sort_by(f64::total_cmp);
-        let at = |q: f64| draws[((q * (DRAWS - 1) as f64).round() as usize).min(DRAWS - 1)];
-        Some(Ratio { value, low: at(0.05), high: at(0.95) })
+        Some(Ratio { value, low: nearest_rank(&draws, 0.05), high: nearest_rank(&draws, 0.95) })
     }
 
     /// `1.070 (0.981-1.160)`.
@@ -93,7 +96,7 @@ impl Ratio {
 
     /// Whether the rounds leave room for no difference at all.
     pub fn is_noise(&self) -> bool {
-        (self.low..=self.high).contains(&1.0)
+        self.holds(1.0)
     }
 
     /// Whether `value` is inside this ratio's interval.
