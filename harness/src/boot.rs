@@ -319,7 +319,7 @@ impl Boot<'_> {
     pub fn run_interactive(&self) -> Result<()> {
         self.prepare()?;
         let cmd = self.command();
-        eprintln!("boot: interactive; Ctrl-A X quits QEMU, Ctrl-A C its monitor; log: {}", self.console_log().display());
+        crate::say!("boot: interactive; Ctrl-A X quits QEMU, Ctrl-A C its monitor; log: {}", self.console_log().display());
         duct::cmd(&cmd[0], &cmd[1..]).unchecked().run()?;
         Ok(())
     }
@@ -354,7 +354,7 @@ impl Boot<'_> {
         std::fs::rename(&log, &stalled_log)
             .with_context(|| format!("renaming {} to {}", log.display(), stalled_log.display()))
             .map_err(BootError::Setup)?;
-        eprintln!("boot: dom0 stalled ({line}); booting once more (first console: {})", stalled_log.display());
+        crate::say!("boot: dom0 stalled ({line}); booting once more (first console: {})", stalled_log.display());
         let text = self.run(timeouts)?;
         Ok(Attempt::AfterStall { text, stall: line, stalled_log })
     }
@@ -520,6 +520,10 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
     let start = Instant::now();
     let mut timeline = Timeline::default();
     let log_path = log.to_path_buf();
+    // The boot in the run's status: its run directory, and the milestone
+    // it reached.
+    let dir = log.parent().and_then(|d| d.strip_prefix(paths::output().join("runs")).ok()).unwrap_or(log);
+    let activity = crate::progress::Activity::start(format!("boot {}", dir.display()));
     let mut text = String::new();
     let mut stage = Stage::Starting;
     let mut done_at = None;
@@ -560,6 +564,7 @@ pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &P
                 let event = if in_block && console::is_block_line(&line) { None } else { console::event(&line) };
                 if let Some(milestone) = Milestone::of(&line, event.as_ref()) {
                     timeline.reach(milestone, start.elapsed());
+                    activity.doing(milestone.name());
                 }
                 match event {
                     Some(Event::XenStarted) if stage < Stage::Xen => stage = Stage::Xen,

@@ -221,7 +221,7 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
         Change::Checkout(c) => {
             let manifest = state.join("manifest");
             let written = c.sync(&tree, &manifest)?;
-            eprintln!("build: {}: {written} file(s) copied from {} into {}", source.base, c.path.display(), tree.display());
+            crate::say!("build: {}: {written} file(s) copied from {} into {}", source.base, c.path.display(), tree.display());
             let id = Checkout::tree_id(&tree, &manifest)?;
             key(&source.base, &id, "checkout as it stands")?
         }
@@ -230,13 +230,13 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
     let artifacts = Artifacts { base: source.base.clone(), flavor, checkout, key: key.clone(), dir: dir.clone() };
     let label = format!("{}/{}", source.base, artifacts.label());
     if Artifacts::complete(&dir) {
-        eprintln!("build: {label}: up to date ({key})");
+        crate::say!("build: {label}: up to date ({key})");
         return Ok(artifacts);
     }
     let config = BuildConfig::load()?;
     let started = std::time::Instant::now();
     if let Change::Patches(patches) = &change {
-        eprintln!("build: {label}: {} patch(es) on Xen {}, work tree {}", patches.len(), source.tree, tree.display());
+        crate::say!("build: {label}: {} patch(es) on Xen {}, work tree {}", patches.len(), source.tree, tree.display());
         prepare_tree(sh, source, &tree)?;
         patch::apply(sh, &tree, patches)?;
     }
@@ -286,7 +286,7 @@ pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> 
     let timing = Timing::new(&label, started.elapsed().as_secs_f64(), format!("{how}, {jobs} make jobs; {}", steps.join(", ")), true);
     timing.write(&stage.join(timings::BUILD_TIME))?;
     paths::commit_dir(&stage, &dir)?;
-    eprintln!("build: {label}: done in {} ({key})", timing.wall());
+    crate::say!("build: {label}: done in {} ({key})", timing.wall());
     Ok(artifacts)
 }
 
@@ -308,14 +308,14 @@ pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
             cmd!(sh, "git clean -q -fd").quiet().run()?;
             return Ok(());
         }
-        eprintln!(
+        crate::say!(
             "build: {} was made from another source (tree {}); making it again from {}",
             tree.display(),
             if made_from.trim().is_empty() { "unknown" } else { made_from.trim() },
             source.tree
         );
     }
-    eprintln!("build: unpacking {} into {}", source.tarball.display(), tree.display());
+    crate::say!("build: unpacking {} into {}", source.tarball.display(), tree.display());
     let tmp = paths::staging_dir(tree)?;
     let top = fetch::import(sh, &source.tarball, &source.directory, &tmp, &format!("Xen {} (pristine base)", source.tree))?;
     const HEAD_TREE: &str = "HEAD^{tree}";
@@ -464,12 +464,23 @@ fn build_env(tree: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Names a build step's place for the run's status: the base and the
+/// build or patch its logs are for (`master/patched`, `master/05`).
+fn where_(tree: &Path, logs: &Path) -> String {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = tree.parent().map(name).unwrap_or_default();
+    let logs = name(logs);
+    let place = logs.strip_suffix(".state").map_or(logs.clone(), |t| t.to_string());
+    format!("{base}/{place}")
+}
+
 /// Runs one build step with its output in `<logs>/<step>.log`; on failure
 /// the error shows the log's tail and names it.
 pub fn run_logged(tree: &Path, logs: &Path, step: &str, program: &str, args: &[&str]) -> Result<()> {
     let log = logs.join(format!("{step}.log"));
     let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    eprintln!("build:   {step}: {program} {} (log: {})", args.join(" "), log.display());
+    crate::say!("build:   {step}: {program} {} (log: {})", args.join(" "), log.display());
+    let _activity = crate::progress::Activity::start(format!("build {}: {step}", where_(tree, logs)));
     let mut cmd = duct::cmd(program, args).dir(tree).full_env(build_env(tree));
     cmd = cmd.stdout_file(file.try_clone()?).stderr_file(file).stdin_null().unchecked();
     let status = cmd.run().with_context(|| format!("cannot run {program} in {}", tree.display()))?.status;

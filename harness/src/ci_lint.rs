@@ -101,9 +101,9 @@ fn check_files_in(sh: &Shell, repo: &Path) -> Result<()> {
     for linter in CHECKS {
         for file in files(repo, linter)? {
             match run(sh, &venv, linter, &file)? {
-                None => eprintln!("lint: {} {} ... ok", linter.program, file.display()),
+                None => crate::say!("lint: {} {} ... ok", linter.program, file.display()),
                 Some(said) => {
-                    eprintln!("lint: {} {} ... FAILED", linter.program, file.display());
+                    crate::say!("lint: {} {} ... FAILED", linter.program, file.display());
                     failures.push(format!("{} found problems in {}:\n{}", linter.program, file.display(), said));
                 }
             }
@@ -184,7 +184,7 @@ fn venv(sh: &Shell) -> Result<PathBuf> {
         return Ok(dest);
     }
     paths::clear_stale(&linters)?;
-    eprintln!("lint: installing {} in {}", LINTERS.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", "), dest.display());
+    crate::say!("lint: installing {} in {}", LINTERS.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", "), dest.display());
     let tmp = paths::staging_dir(&dest).with_context(|| format!("making a staging directory for {}", dest.display()))?;
     if let Err(e) = install(sh, &tmp, &dest, &requirements) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -364,7 +364,7 @@ mod tests {
         // check-jsonschema: parallel must be a number.
         write("ci/gitlab/four.gitlab-ci.yml", broken(&gitlab, "parallel: 4", "parallel: \"four\""));
         let err = format!("{:#}", check_files_in(&Shell::new().unwrap(), dir.path()).unwrap_err());
-        eprintln!("{err}");
+        crate::say!("{err}");
         for expected in [
             "actionlint found problems in ci/github/workflows/no-runs-on.yml",
             "\"runs-on\" section is missing",

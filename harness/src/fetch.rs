@@ -76,13 +76,13 @@ pub fn xen_source(sh: &Shell, base: &Base, sources: Option<&Path>) -> Result<Xen
         if file.is_file() {
             let origin = format!("{}", file.display());
             let got = copy_verified(&file, t, &dir, &origin)?;
-            eprintln!("fetch: Xen {} ({}) from {}", base.version, base.name, file.display());
+            crate::say!("fetch: Xen {} ({}) from {}", base.version, base.name, file.display());
             return Ok(source(got, origin));
         }
         tried.push(format!("{} is not in {}", t.name, local.display()));
     }
     if let (Some(t), Some(deb)) = (&base.tarball, &base.debian) {
-        eprintln!(
+        crate::say!(
             "fetch: Xen {} ({} commit {}) from Debian source package {} {}",
             base.version, base.upstream.branch, &base.upstream.commit[..12], deb.source, deb.version
         );
@@ -90,7 +90,7 @@ pub fn xen_source(sh: &Shell, base: &Base, sources: Option<&Path>) -> Result<Xen
         match download_orig(sh, &deb.source, &deb.version, t, &dir, &origin) {
             Ok(file) => return Ok(source(file, origin)),
             Err(e) => {
-                eprintln!("fetch: apt could not provide it: {e:#}");
+                crate::say!("fetch: apt could not provide it: {e:#}");
                 tried.push(format!("apt: {e:#}"));
             }
         }
@@ -113,7 +113,7 @@ pub fn xen_source(sh: &Shell, base: &Base, sources: Option<&Path>) -> Result<Xen
 
 /// The base's source from upstream git, downloaded into `dest`.
 pub fn git_source(sh: &Shell, base: &Base, dest: &Path) -> Result<XenSource> {
-    eprintln!("fetch: Xen {} ({}) from {} at {}", base.version, base.name, base.upstream.repository, &base.upstream.commit[..12]);
+    crate::say!("fetch: Xen {} ({}) from {} at {}", base.version, base.name, base.upstream.repository, &base.upstream.commit[..12]);
     let origin = format!("git {} {}", base.upstream.repository, base.upstream.commit);
     let tarball = download_git(sh, base, dest, &origin)?;
     Ok(XenSource {
@@ -299,7 +299,7 @@ fn ensure_deb_src(sh: &Shell) -> Result<()> {
         text.push_str(&format!("Signed-By: {key}\n"));
     }
     std::fs::write(DEB_SRC_FILE, text).with_context(|| format!("writing {DEB_SRC_FILE}"))?;
-    eprintln!("fetch: added deb-src entries for {uri} {suite} main to {DEB_SRC_FILE}");
+    crate::say!("fetch: added deb-src entries for {uri} {suite} main to {DEB_SRC_FILE}");
     host::apt_update(sh)
 }
 
@@ -415,7 +415,7 @@ fn unpacked_deb(sh: &Shell, package: &str) -> Result<UnpackedDeb> {
     if dest.join("root").exists() {
         return Ok(deb);
     }
-    eprintln!("fetch: {package} {version}");
+    crate::say!("fetch: {package} {version}");
     let tmp = paths::staging_dir(&dest)?;
     let spec = format!("{package}={version}");
     let out = {

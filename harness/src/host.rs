@@ -95,7 +95,7 @@ fn check(sh: &Shell, install: bool) -> Result<()> {
     for (stage, pkgs) in every_package() {
         let here: Vec<&str> = pkgs.iter().copied().filter(|p| missing.contains(p)).collect();
         if !here.is_empty() {
-            eprintln!("setup: missing to {stage}: {}", here.join(" "));
+            crate::say!("setup: missing to {stage}: {}", here.join(" "));
         }
     }
     if !install || !is_root() {
@@ -106,7 +106,7 @@ fn check(sh: &Shell, install: bool) -> Result<()> {
             missing.join(" ")
         );
     }
-    eprintln!("setup: installing {} package(s) with apt-get", missing.len());
+    crate::say!("setup: installing {} package(s) with apt-get", missing.len());
     apt_update(sh)?;
     let to_install = missing.clone();
     cmd!(sh, "apt-get install -y --no-install-recommends {to_install...}")

@@ -345,7 +345,7 @@ pub fn write_base(sources: &Dom0Packages, artifacts: &Artifacts) -> Result<PathB
     let mut bytes = Vec::new();
     archive.write(&mut bytes)?;
     paths::write_atomic(&path, &bytes)?;
-    eprintln!("image: {} ({} MiB)", path.display(), bytes.len() >> 20);
+    crate::say!("image: {} ({} MiB)", path.display(), bytes.len() >> 20);
     Ok(path)
 }
 

@@ -42,7 +42,7 @@ fn lock(path: &Path, what: &str, inherited: bool) -> Result<Guard> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            eprintln!("lock: another run is using this {what}; waiting for {}", path.display());
+            crate::say!("lock: another run is using this {what}; waiting for {}", path.display());
             file.lock().with_context(|| format!("locking {}", path.display()))?;
         }
         Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),

@@ -33,6 +33,7 @@ mod parse;
 mod patch;
 mod paths;
 mod process;
+mod progress;
 mod report;
 mod runner;
 mod scenario;
@@ -54,18 +55,18 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{e}");
+            crate::say!("{e}");
             return ExitCode::from(2);
         }
     };
     if let Err(e) = process::stop_descendants_on_signal() {
-        eprintln!("error: cannot handle signals: {e:#}");
+        crate::say!("error: cannot handle signals: {e:#}");
         return ExitCode::FAILURE;
     }
     match commands::dispatch(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            crate::say!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -37,7 +37,7 @@ pub fn stop_descendants_on_signal() -> anyhow::Result<()> {
         if let Some(signal) = signals.forever().next() {
             let pids = descendants(std::process::id());
             if !pids.is_empty() {
-                eprintln!("\nharness: signal {signal}: stopping {} process(es) it started", pids.len());
+                crate::say!("\nharness: signal {signal}: stopping {} process(es) it started", pids.len());
             }
             stop(&pids);
             std::process::exit(128 + signal);

@@ -114,7 +114,7 @@ impl Booter {
                 }
             }
             self.read_again.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
+            crate::say!(
                 "boot: {}/{}/{} on {}: the same boot ran before ({identity}); its console is read again (--rerun boots it)",
                 artifacts.base,
                 boot.topology.name,
@@ -123,7 +123,7 @@ impl Booter {
             );
             return self.report_from(boot, artifacts, &text);
         }
-        eprintln!(
+        crate::say!(
             "boot: {}/{}/{} on {} with {} ({}); console: {}",
             artifacts.base,
             boot.topology.name,
@@ -138,7 +138,7 @@ impl Booter {
         let text = match boot.run_retrying_stall(&timeouts)? {
             Attempt::First(text) => text,
             Attempt::AfterStall { text, stall, stalled_log } => {
-                eprintln!("boot: dom0 stalled ({stall}) and was booted once more; first console: {}", stalled_log.display());
+                crate::say!("boot: dom0 stalled ({stall}) and was booted once more; first console: {}", stalled_log.display());
                 text
             }
         };
@@ -149,7 +149,7 @@ impl Booter {
         }
         paths::write_atomic(&kept, text.as_bytes())?;
         self.booted.fetch_add(1, Ordering::Relaxed);
-        eprintln!("boot: done in {} s", start.elapsed().as_secs());
+        crate::say!("boot: done in {} s", start.elapsed().as_secs());
         Ok(report)
     }
 
@@ -168,7 +168,7 @@ impl Booter {
         let report = Report::new(boot.topology, boot.scenario, booted, &steps)
             .with_context(|| format!("reading the results in {}", run_dir.console_log().display()))?;
         for c in &report.churn {
-            eprintln!("churn: {} {}: {}", artifacts.label(), boot.topology.name, c.summary());
+            crate::say!("churn: {} {}: {}", artifacts.label(), boot.topology.name, c.summary());
         }
         paths::write_atomic(&run_dir.report(), yaml_serde::to_string(&report)?.as_bytes())?;
         Ok(report)
@@ -216,7 +216,7 @@ impl Booter {
                 let j = distinct.iter().position(|&d| d == first[a.key.as_str()]).expect("every key has a first build");
                 let r = match &booted[j] {
                     Ok(r) if distinct[j] != i => {
-                        eprintln!("boot: {} is the same build as {} ({}): reusing its boot", a.flavor, r.build, a.key);
+                        crate::say!("boot: {} is the same build as {} ({}): reusing its boot", a.flavor, r.build, a.key);
                         let mut r = r.clone();
                         r.build = a.flavor.name().into();
                         Ok(r)

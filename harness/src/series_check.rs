@@ -188,7 +188,7 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     let mut findings = Vec::new();
     let cover = series.dir.join(COVER_LETTER);
     if series.patches.is_empty() {
-        eprintln!("series: {}: empty, nothing to check", source.base);
+        crate::say!("series: {}: empty, nothing to check", source.base);
         return Ok(());
     }
     match std::fs::read_to_string(&cover) {
@@ -207,7 +207,7 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         let list: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.patch, f.what)).collect();
         bail!("the series' form needs fixing:\n    {}", list.join("\n    "));
     }
-    eprintln!("series: {}: {} patches and the cover letter are well formed", source.base, series.patches.len());
+    crate::say!("series: {}: {} patches and the cover letter are well formed", source.base, series.patches.len());
     build_each(sh, source, series, &texts)
 }
 
@@ -233,7 +233,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
         keys.push(key.finish());
     }
     if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
-        eprintln!("series: {}: every patch already built at this content", source.base);
+        crate::say!("series: {}: every patch already built at this content", source.base);
         return Ok(());
     }
 
@@ -264,7 +264,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
     for (i, (p, commit)) in all.iter().zip(&commits).enumerate() {
         let ok = state.join(format!("{}.ok", keys[i]));
         if i < first {
-            eprintln!("series: {} ... built before", p.name());
+            crate::say!("series: {} ... built before", p.name());
             continue;
         }
         let logs = state.join(format!("{:02}", i + 1));
@@ -312,7 +312,7 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
         })?;
         let what = if did.is_empty() { "nothing to build (applies)".to_string() } else { format!("builds: {}", did.join(", ")) };
         std::fs::write(&ok, &what).with_context(|| format!("writing {}", ok.display()))?;
-        eprintln!("series: {} ... {what}", p.name());
+        crate::say!("series: {} ... {what}", p.name());
     }
     Ok(())
 }

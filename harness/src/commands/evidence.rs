@@ -83,7 +83,7 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
     let builds = [work.build(Flavor::Baseline)?, work.build(Flavor::Patched)?];
     let mut booter = Booter::new(sh)?;
     booter.reuse = !e.rerun;
-    eprintln!("evidence: {} topology and scenario pairs, each on both builds", chosen.len());
+    crate::say!("evidence: {} topology and scenario pairs, each on both builds", chosen.len());
 
     let jobs = boot_jobs(e.jobs)?;
     let mut reports = Vec::new();

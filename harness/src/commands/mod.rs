@@ -117,7 +117,7 @@ fn clear_stale() -> Result<()> {
     }
     removed += paths::clear_stale(&paths::output())?;
     if removed > 0 {
-        eprintln!("cache: removed {removed} temporary file(s) left by interrupted runs");
+        crate::say!("cache: removed {removed} temporary file(s) left by interrupted runs");
     }
     Ok(())
 }

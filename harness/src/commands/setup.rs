@@ -9,7 +9,7 @@ use crate::{fetch, host};
 
 pub fn setup(sh: &Shell) -> Result<()> {
     host::ensure(sh)?;
-    eprintln!("setup: every package is installed");
+    crate::say!("setup: every package is installed");
     Ok(())
 }
 
@@ -18,8 +18,8 @@ pub fn fetch(sh: &Shell, f: Fetch) -> Result<()> {
     let base = Base::chosen(f.base.as_deref())?;
     let source = fetch::xen_source(sh, &base, fetch::sources_dir(f.xen_sources.as_deref()).as_deref())?;
     let dom0 = fetch::dom0_packages(sh)?;
-    eprintln!("fetch: Xen {} ({}): {} (tree {}, from {})", base.version, base.name, source.tarball.display(), source.tree, source.origin);
-    eprintln!("fetch: kernel {} {}", dom0.kernel.package, dom0.kernel.version);
-    eprintln!("fetch: busybox {}", dom0.busybox.version);
+    crate::say!("fetch: Xen {} ({}): {} (tree {}, from {})", base.version, base.name, source.tarball.display(), source.tree, source.origin);
+    crate::say!("fetch: kernel {} {}", dom0.kernel.package, dom0.kernel.version);
+    crate::say!("fetch: busybox {}", dom0.busybox.version);
     Ok(())
 }

@@ -106,10 +106,10 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
         for test in &chosen.run {
             println!("{}", test.name);
         }
-        eprintln!("{} test(s){skipped}{unfit_note}", chosen.run.len());
+        crate::say!("{} test(s){skipped}{unfit_note}", chosen.run.len());
         return Ok(());
     }
-    eprintln!("test: {} test(s){skipped}{unfit_note}", chosen.run.len());
+    crate::say!("test: {} test(s){skipped}{unfit_note}", chosen.run.len());
 
     let started = Instant::now();
     let mut run = Run { sh, flags: &t, booter: None, outcomes: Vec::new() };
@@ -127,7 +127,7 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
 
     if let Some(path) = &t.junit {
         junit::write(path, &outcomes, t.shard)?;
-        eprintln!("test: JUnit report {}", path.display());
+        crate::say!("test: JUnit report {}", path.display());
     }
     let failed: Vec<&str> = outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.name.as_str()).collect();
     println!("\ntest result: {} passed, {} failed{skipped}", outcomes.len() - failed.len(), failed.len());
@@ -174,7 +174,7 @@ impl Run<'_> {
             }
             let work = Work::new(self.sh, base.clone(), self.flags.xen_sources.as_deref(), None)?;
             for test in mine.iter().filter(|t| matches!(t.kind, Kind::Series { .. })) {
-                eprintln!("test: the patch series of base {} (cargo xtask check-series --base {})", base.name, base.name);
+                crate::say!("test: the patch series of base {} (cargo xtask check-series --base {})", base.name, base.name);
                 let start = Instant::now();
                 let outcome = work.check_series();
                 self.record(&test.name, outcome, start.elapsed());
@@ -264,8 +264,8 @@ impl Run<'_> {
 /// its outcome.
 fn record(outcomes: &mut Vec<Outcome>, name: &str, outcome: Result<()>, time: Duration) {
     match &outcome {
-        Ok(()) => println!("test {name} ... ok"),
-        Err(e) => println!("test {name} ... FAILED\n{e:#}"),
+        Ok(()) => crate::progress::out(&format!("test {name} ... ok")),
+        Err(e) => crate::progress::out(&format!("test {name} ... FAILED\n{e:#}")),
     }
     outcomes.push(Outcome { name: name.into(), failure: outcome.err().map(|e| format!("{e:#}")), time });
 }
@@ -280,7 +280,7 @@ fn is_of_base(test: &Test, base: &str) -> bool {
 /// The harness's own tests, `cargo test` on this crate. Some read back
 /// what the harness writes with the tools it installs (GNU cpio).
 fn unit_tests() -> Result<()> {
-    eprintln!("test: the harness's own tests (cargo test)");
+    crate::say!("test: the harness's own tests (cargo test)");
     let status = duct::cmd!("cargo", "test", "--quiet", "--package", "xtask")
         .dir(paths::repo())
         .unchecked()
