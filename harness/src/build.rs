@@ -1,13 +1,12 @@
-//! Build stage: a git work tree per base and build (the pinned base with its
-//! patches applied by `git am`, or a contributor's checkout copied as it
-//! stands), hypervisor and tools built in it, and the results kept as
-//! artifacts under a key made from everything that went in.
+//! Build stage: hypervisor, tools and FLASK policy built in a work tree
+//! (the base's own, `work_tree`, at the commit of a build's last patch; or
+//! one a contributor's checkout is copied into), and kept as artifacts
+//! under a key made from everything that went in.
 //!
-//! A build whose key already has artifacts does nothing at all. Otherwise the
-//! build's work tree is reset to the base and patched again: git rewrites only
-//! the files that differ, so make recompiles only what the change touched.
-//! Every compiler call goes through ccache, shared by all trees, so the same
-//! file built in another tree is compiled once.
+//! A build whose key already has artifacts does nothing at all. Otherwise
+//! make runs in the work tree as an earlier build left it, and rebuilds
+//! what changed. Every compiler call goes through ccache, shared by all
+//! trees, so the same file built in another tree is compiled once.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use xshell::{cmd, Shell};
 
 use crate::checkout::Checkout;
 use crate::fetch::{self, XenSource};
-use crate::patch::{self, Flavor, Patch};
+use crate::patch::{Flavor, Patch};
 use crate::timings::{self, Timing};
 use crate::{host, paths};
 
@@ -90,14 +89,6 @@ impl Artifacts {
     fn complete(dir: &Path) -> bool {
         dir.join("tools").is_dir() && dir.join("xen").is_file() && dir.join("xenpolicy").is_file()
     }
-}
-
-/// What a build puts on top of its base.
-pub enum Change<'a> {
-    /// Patches of the base's series, applied with `git am`.
-    Patches(Vec<&'a Patch>),
-    /// A contributor's checkout, built as it stands instead of the base.
-    Checkout(&'a Checkout),
 }
 
 fn config_path() -> PathBuf {
@@ -203,110 +194,150 @@ fn patches_id(patches: &[&Patch]) -> Result<String> {
     Ok(format!("patches {}", k.finish()))
 }
 
-/// Builds `flavor` of a base: its source with `change` on top.
-pub fn build(sh: &Shell, source: &XenSource, flavor: Flavor, change: Change) -> Result<Artifacts> {
+/// Builds a contributor's checkout as it stands, as the patched side of
+/// its base, in a work tree of its own (`trees/<base>/own-<id>`) into
+/// which only the files that differ are copied. (The series' own builds
+/// are made in the base's [`WorkTree`](crate::work_tree::WorkTree), see
+/// `commands::Work`.)
+pub fn build_checkout(source: &XenSource, checkout: &Checkout) -> Result<Artifacts> {
     let trees = paths::cache()?.join("trees").join(&source.base);
-    let (name, checkout) = match &change {
-        Change::Patches(_) => (flavor.name().to_string(), None),
-        Change::Checkout(c) => (format!("own-{}", c.id()), Some(c.path.clone())),
-    };
+    let name = format!("own-{}", checkout.id());
     let tree = trees.join(&name);
-    // Logs, stamps and manifests live beside the tree, not in it, where
-    // `git clean` would remove them.
+    // Logs, stamps and manifests live beside the tree, not in it.
     let state = trees.join(format!("{name}.state"));
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let manifest = state.join("manifest");
+    let written = checkout.sync(&tree, &manifest)?;
+    crate::say!("build: {}: {written} file(s) copied from {} into {}", source.base, checkout.path.display(), tree.display());
+    let id = Checkout::tree_id(&tree, &manifest)?;
+    let job = Job {
+        base: &source.base,
+        source_tree: &source.tree,
+        flavor: Flavor::Patched,
+        checkout: Some(checkout.path.clone()),
+        key: key(&source.base, &id, "checkout as it stands")?,
+        what: format!("checkout: {}", checkout.path.display()),
+    };
+    match job.done()? {
+        Some(done) => Ok(done),
+        None => job.make(&tree, &state),
+    }
+}
 
-    let key = match &change {
-        Change::Patches(patches) => key(&source.base, &source.tree, &patches_id(patches)?)?,
-        Change::Checkout(c) => {
-            let manifest = state.join("manifest");
-            let written = c.sync(&tree, &manifest)?;
-            crate::say!("build: {}: {written} file(s) copied from {} into {}", source.base, c.path.display(), tree.display());
-            let id = Checkout::tree_id(&tree, &manifest)?;
-            key(&source.base, &id, "checkout as it stands")?
+/// The key of a build of the base's source with `patches` on top.
+pub fn key_of_patches(base: &str, source_tree: &str, patches: &[&Patch]) -> Result<String> {
+    key(base, source_tree, &patches_id(patches)?)
+}
+
+/// One build: what it is and the key its artifacts go under.
+pub struct Job<'a> {
+    pub base: &'a str,
+    /// The git tree of the base's pinned source.
+    pub source_tree: &'a str,
+    pub flavor: Flavor,
+    /// The contributor's checkout built as the patched side, if any.
+    pub checkout: Option<PathBuf>,
+    pub key: String,
+    /// What went on top of the base, for `build-info.yaml`.
+    pub what: String,
+}
+
+impl Job<'_> {
+    fn artifacts(&self) -> Result<Artifacts> {
+        Ok(Artifacts {
+            base: self.base.to_string(),
+            flavor: self.flavor,
+            checkout: self.checkout.clone(),
+            key: self.key.clone(),
+            dir: paths::cache()?.join("artifacts").join(&self.key),
+        })
+    }
+
+    /// `base/baseline`, `base/patched` or `base/own`.
+    pub fn label(&self) -> String {
+        let label = if self.checkout.is_some() { "own" } else { self.flavor.name() };
+        format!("{}/{label}", self.base)
+    }
+
+    /// The artifacts, if the cache has them complete.
+    pub fn done(&self) -> Result<Option<Artifacts>> {
+        let artifacts = self.artifacts()?;
+        if Artifacts::complete(&artifacts.dir) {
+            crate::say!("build: {}: up to date ({})", self.label(), self.key);
+            return Ok(Some(artifacts));
         }
-    };
-    let dir = paths::cache()?.join("artifacts").join(&key);
-    let artifacts = Artifacts { base: source.base.clone(), flavor, checkout, key: key.clone(), dir: dir.clone() };
-    let label = format!("{}/{}", source.base, artifacts.label());
-    if Artifacts::complete(&dir) {
-        crate::say!("build: {label}: up to date ({key})");
-        return Ok(artifacts);
-    }
-    let config = BuildConfig::load()?;
-    let started = std::time::Instant::now();
-    if let Change::Patches(patches) = &change {
-        crate::say!("build: {label}: {} patch(es) on Xen {}, work tree {}", patches.len(), source.tree, tree.display());
-        prepare_tree(sh, source, &tree)?;
-        patch::apply(sh, &tree, patches)?;
+        Ok(None)
     }
 
-    let stage = paths::staging_dir(&dir)?;
-    let jobs = jobs();
-    // Whether make starts from an earlier build's objects: a build's time
-    // means little without it.
-    let warm = tree.join("xen/xen-syms").exists();
-    let mut steps = Vec::new();
-    let mut step = |name: &str, work: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-        let start = std::time::Instant::now();
-        work()?;
-        steps.push(format!("{name} {:.0} s", start.elapsed().as_secs_f64()));
-        Ok(())
-    };
-    let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(&tree, &state, step, "make", args) };
+    /// Builds hypervisor, tools and FLASK policy in `tree`, which holds
+    /// the source to build (with whatever an earlier build left there:
+    /// make rebuilds what changed), and keeps them as the job's artifacts.
+    /// Logs go into `logs`.
+    pub fn make(&self, tree: &Path, logs: &Path) -> Result<Artifacts> {
+        let artifacts = self.artifacts()?;
+        let (dir, label) = (&artifacts.dir, self.label());
+        let config = BuildConfig::load()?;
+        let started = std::time::Instant::now();
+        std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+        let stage = paths::staging_dir(dir)?;
+        let jobs = jobs();
+        // Whether make starts from an earlier build's objects: a build's time
+        // means little without it.
+        let warm = tree.join("xen/xen-syms").exists();
+        let mut steps = Vec::new();
+        let mut step = |name: &str, work: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            let start = std::time::Instant::now();
+            work()?;
+            steps.push(format!("{name} {:.0} s", start.elapsed().as_secs_f64()));
+            Ok(())
+        };
+        let make = |step: &str, args: &[&str]| -> Result<()> { run_logged(tree, logs, step, "make", args) };
 
-    step("hypervisor", &mut || {
-        configure_hypervisor(&tree, &state, &config.hypervisor)?;
-        make("hypervisor", &["-C", "xen", "-j", &jobs])
-    })?;
-    let destdir = format!("DESTDIR={}", stage.join("tools").display());
-    step("tools", &mut || {
-        configure_tools(&tree, &state, &config.tools.configure)?;
-        make("tools", &["build-tools", "-j", &jobs])?;
-        make("install-tools", &["install-tools", &destdir])
-    })?;
-    step("FLASK policy", &mut || build_xsm_policy(&source.base, &tree, &state, &stage.join("xenpolicy")))?;
+        step("hypervisor", &mut || {
+            configure_hypervisor(tree, logs, &config.hypervisor)?;
+            make("hypervisor", &["-C", "xen", "-j", &jobs])
+        })?;
+        let destdir = format!("DESTDIR={}", stage.join("tools").display());
+        step("tools", &mut || {
+            configure_tools(tree, logs, &config.tools.configure)?;
+            make("tools", &["build-tools", "-j", &jobs])?;
+            make("install-tools", &["install-tools", &destdir])
+        })?;
+        step("FLASK policy", &mut || build_xsm_policy(self.base, tree, logs, &stage.join("xenpolicy")))?;
 
-    for f in ["xen", "xen-syms"] {
-        std::fs::copy(tree.join("xen").join(f), stage.join(f))
-            .with_context(|| format!("copying xen/{f} out of {}", tree.display()))?;
+        for f in ["xen", "xen-syms"] {
+            std::fs::copy(tree.join("xen").join(f), stage.join(f)).with_context(|| format!("copying xen/{f} out of {}", tree.display()))?;
+        }
+        std::fs::write(
+            stage.join("build-info.yaml"),
+            format!("base: {}\nbuild: {}\nkey: {}\nxen tree: {}\n{}\n", self.base, artifacts.label(), self.key, self.source_tree, self.what),
+        )?;
+        let how = match warm {
+            true => "make from an earlier build's objects",
+            false => "make from a clean work tree",
+        };
+        let timing = Timing::new(&label, started.elapsed().as_secs_f64(), format!("{how}, {jobs} make jobs; {}", steps.join(", ")), true);
+        timing.write(&stage.join(timings::BUILD_TIME))?;
+        paths::commit_dir(&stage, dir)?;
+        crate::say!("build: {label}: done in {} ({})", timing.wall(), self.key);
+        Ok(artifacts)
     }
-    let what = match &change {
-        Change::Patches(p) => format!("patches: {:?}", p.iter().map(|p| p.name()).collect::<Vec<_>>()),
-        Change::Checkout(c) => format!("checkout: {}", c.path.display()),
-    };
-    std::fs::write(
-        stage.join("build-info.yaml"),
-        format!("base: {}\nbuild: {}\nkey: {key}\nxen tree: {}\n{what}\n", source.base, artifacts.label(), source.tree),
-    )?;
-    let how = match warm {
-        true => "make from an earlier build's objects",
-        false => "make from a clean work tree",
-    };
-    let timing = Timing::new(&label, started.elapsed().as_secs_f64(), format!("{how}, {jobs} make jobs; {}", steps.join(", ")), true);
-    timing.write(&stage.join(timings::BUILD_TIME))?;
-    paths::commit_dir(&stage, &dir)?;
-    crate::say!("build: {label}: done in {} ({key})", timing.wall());
-    Ok(artifacts)
 }
 
 /// The tag on a work tree's pristine base commit.
-const BASE_TAG: &str = "numa-harness-base";
+pub const BASE_TAG: &str = "numa-harness-base";
 
-/// Makes `tree` a git work tree of the pristine base with nothing applied,
-/// keeping untracked build outputs (git ignores them) so make can reuse them.
-/// A tree made from another source (its base commit holds another git
-/// tree) is made again from this one.
-pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
+/// Makes `tree` a git work tree of the base's source, tagged
+/// [`BASE_TAG`], unless it is one already, as it stands (build outputs,
+/// and whatever commit is checked out). A tree made from another source
+/// (its base commit holds another git tree) is made again from this one.
+/// Returns whether the tree was made afresh.
+pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<bool> {
     if tree.join(".git").is_dir() {
         let spec = format!("{BASE_TAG}^{{tree}}");
         let made_from = cmd!(sh, "git -C {tree} rev-parse -q --verify {spec}").quiet().ignore_stderr().read().unwrap_or_default();
         if made_from.trim() == source.tree {
-            let _cd = sh.push_dir(tree);
-            cmd!(sh, "git am --abort").quiet().ignore_status().ignore_stderr().run()?;
-            cmd!(sh, "git reset -q --hard {BASE_TAG}").quiet().run()?;
-            cmd!(sh, "git clean -q -fd").quiet().run()?;
-            return Ok(());
+            return Ok(false);
         }
         crate::say!(
             "build: {} was made from another source (tree {}); making it again from {}",
@@ -332,6 +363,16 @@ pub fn prepare_tree(sh: &Shell, source: &XenSource, tree: &Path) -> Result<()> {
     cmd!(sh, "git -C {top} tag {BASE_TAG}").quiet().run()?;
     paths::commit_dir(&top, tree)?;
     std::fs::remove_dir_all(&tmp)?;
+    Ok(true)
+}
+
+/// Resets a work tree to the pristine base with nothing applied, keeping
+/// untracked build outputs (git ignores them) so make can reuse them.
+pub fn reset_to_base(sh: &Shell, tree: &Path) -> Result<()> {
+    let _cd = sh.push_dir(tree);
+    cmd!(sh, "git am --abort").quiet().ignore_status().ignore_stderr().run()?;
+    cmd!(sh, "git reset -q --hard {BASE_TAG}").quiet().run()?;
+    cmd!(sh, "git clean -q -fd").quiet().run()?;
     Ok(())
 }
 

@@ -43,6 +43,7 @@ mod source_paths;
 mod test_plan;
 mod timings;
 mod topology;
+mod work_tree;
 
 use std::process::ExitCode;
 

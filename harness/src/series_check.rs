@@ -6,21 +6,27 @@
 //! (with the OCaml bindings that xenopsd uses) where it touches those. A
 //! patch that touches neither is built as the one before it was.
 //!
-//! The x86_64 tree is configured as the builds are (`xen/build.yaml`), so
-//! what it compiles is what the baseline and patched trees compile, and
-//! ccache serves it once.
+//! The walk happens in the base's x86_64 work tree (`work_tree`), the one
+//! the baseline and patched builds are made in, configured as they are
+//! (`xen/build.yaml`): at the commit of each build's last patch the walk
+//! makes that build, if the cache lacks it, from what it has just
+//! compiled.
 //!
 //! A patch that passed is remembered under a key made from everything the
 //! result depends on: the base's tree, every patch up to it (but not its
 //! number in the series), xen/build.yaml, the host's toolchain and the
-//! check's recipe version; an unchanged series is not rebuilt.
+//! check's recipe version (`series/<base>/<key>.ok` in the cache); an
+//! unchanged series is not rebuilt.
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::build::{run_logged, BuildConfig};
+use std::path::PathBuf;
+
+use crate::build::{run_logged, BuildConfig, Job};
 use crate::fetch::XenSource;
-use crate::patch::{self, Patch, Series};
+use crate::patch::{self, Flavor, Patch, Series};
+use crate::work_tree::WorkTree;
 use crate::{build, paths};
 
 pub const COVER_LETTER: &str = "0000-cover-letter.patch";
@@ -177,13 +183,15 @@ const ARM64: &[&str] = &["XEN_TARGET_ARCH=arm64", "CROSS_COMPILE=aarch64-linux-g
 /// The version of how [`build_each`] builds a patch; part of every patch's
 /// memo instead of the code's text (see `build::RECIPE`). Bump it with any
 /// change to what is built, how, or when a patch counts as built.
-const RECIPE: &str = "series check 2: x86_64 hypervisor configured as the builds are (build.yaml's Kconfig), \
+const RECIPE: &str = "series check 3: in the base's x86_64 work tree, walking the series' commits: \
+    x86_64 hypervisor configured as the builds are (build.yaml's Kconfig), \
     arm64 hypervisor with its defconfig beside it, tools with build.yaml's configure; \
     the hypervisors only for patches touching xen/ or the make fragments, the tools only for \
     patches touching tools/, the public headers or the make fragments";
 
 /// The whole check of one base's series. Prints a line per patch; fails
-/// naming every problem.
+/// naming every problem. On its way it makes the baseline and patched
+/// builds, at the commit of their last patch, if the cache lacks them.
 pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     let mut findings = Vec::new();
     let cover = series.dir.join(COVER_LETTER);
@@ -211,15 +219,14 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
     build_each(sh, source, series, &texts)
 }
 
-/// Builds every patch of the series in turn, in two work trees that walk
-/// the series' commits: x86_64 (hypervisor configured as the builds are,
-/// and the tools) and arm64 (hypervisor), side by side. `texts` are the
-/// patches' contents, as [`check`] read them.
-fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String]) -> Result<()> {
-    let trees = paths::cache()?.join("trees").join(&source.base);
-    let state = trees.join("series-check.state");
-    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+/// The memo of each patch: a key of everything that decides whether it
+/// builds (the source, the configuration, the toolchain, the recipes and
+/// the patches up to it), kept under `series/<base>/<key>.ok` once it
+/// built.
+fn memos(source: &XenSource, texts: &[String]) -> Result<Vec<PathBuf>> {
     let config: BuildConfig = BuildConfig::load()?;
+    let dir = paths::cache()?.join("series").join(&source.base);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut key = paths::KeyBuilder::default();
     key.add("xen tree", &source.tree)
         .add("kconfig", config.hypervisor.kconfig.join("\n"))
@@ -227,51 +234,85 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
         .add("toolchain", build::toolchain()?)
         .add("recipe", RECIPE)
         .add("build recipe", build::RECIPE);
-    let mut keys = Vec::new();
+    let mut memos = Vec::new();
     for text in texts {
         key.add("patch", patch::unnumbered(text));
-        keys.push(key.finish());
+        memos.push(dir.join(format!("{}.ok", key.finish())));
     }
-    if keys.iter().all(|k| state.join(format!("{k}.ok")).exists()) {
+    Ok(memos)
+}
+
+/// The builds of the base (baseline, patched) the cache lacks, each with
+/// the number of patches it is built on; one build where both are the
+/// same.
+fn missing_builds<'a>(source: &'a XenSource, series: &Series) -> Result<Vec<(usize, Job<'a>)>> {
+    let mut builds: Vec<(usize, Job)> = Vec::new();
+    for flavor in Flavor::ALL {
+        let patches = series.for_flavor(flavor);
+        let job = Job {
+            base: &source.base,
+            source_tree: &source.tree,
+            flavor,
+            checkout: None,
+            key: build::key_of_patches(&source.base, &source.tree, &patches)?,
+            what: format!("patches: {:?}", patches.iter().map(|p| p.name()).collect::<Vec<_>>()),
+        };
+        if builds.iter().any(|(_, b)| b.key == job.key) || job.done()?.is_some() {
+            continue;
+        }
+        builds.push((patches.len(), job));
+    }
+    Ok(builds)
+}
+
+/// Builds every patch of the series in turn, in two work trees that walk
+/// the series' commits: the base's x86_64 work tree (hypervisor configured
+/// as the builds are, and the tools) and an arm64 one (hypervisor), side
+/// by side; and, at the commit of their last patch, the builds the cache
+/// lacks. `texts` are the patches' contents, as [`check`] read them.
+fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String]) -> Result<()> {
+    let memos = memos(source, texts)?;
+    let builds = missing_builds(source, series)?;
+    if builds.is_empty() && memos.iter().all(|m| m.exists()) {
         crate::say!("series: {}: every patch already built at this content", source.base);
         return Ok(());
     }
-
-    let x86 = trees.join("series-check");
-    let arm = trees.join("series-check-arm64");
-    build::prepare_tree(sh, source, &x86)?;
-    let all: Vec<&Patch> = series.patches.iter().collect();
-    patch::apply(sh, &x86, &all)?;
-    let commits: Vec<String> = {
-        let _cd = sh.push_dir(&x86);
-        let n = all.len().to_string();
-        let out = cmd!(sh, "git rev-list --reverse -n {n} HEAD").quiet().read()?;
-        out.lines().map(str::to_string).collect()
-    };
-    if arm.exists() && cmd!(sh, "git -C {arm} rev-parse -q HEAD").quiet().ignore_stdout().run().is_err() {
+    let config: BuildConfig = BuildConfig::load()?;
+    let wt = WorkTree::open(sh, source, series)?;
+    let (x86, state) = (&wt.path, &wt.state);
+    let arm = x86.with_file_name("arm64");
+    if arm.exists() && cmd!(sh, "git -C {arm} rev-parse -q HEAD").quiet().ignore_stdout().ignore_stderr().run().is_err() {
         // Its repository was made anew: the old worktree is no more.
         std::fs::remove_dir_all(&arm).with_context(|| format!("removing {}", arm.display()))?;
     }
     if !arm.join(".git").exists() {
-        let _cd = sh.push_dir(&x86);
+        let _cd = sh.push_dir(x86);
         let _ = cmd!(sh, "git worktree prune").quiet().run();
         cmd!(sh, "git worktree add -q --detach {arm} HEAD").quiet().run()?;
     }
     let jobs = build::jobs();
-
-    // Patches before the first without a memo passed before.
-    let first = keys.iter().position(|k| !state.join(format!("{k}.ok")).exists()).expect("some patch not built");
-    for (i, (p, commit)) in all.iter().zip(&commits).enumerate() {
-        let ok = state.join(format!("{}.ok", keys[i]));
-        if i < first {
+    let make_builds = |n: usize| -> Result<()> {
+        for (_, job) in builds.iter().filter(|(at, _)| *at == n) {
+            wt.checkout(sh, n)?;
+            job.make(x86, &state.join(job.flavor.name()))?;
+        }
+        Ok(())
+    };
+    // A build on the base alone (a series without baseline patches).
+    make_builds(0)?;
+    let all: Vec<&Patch> = series.patches.iter().collect();
+    for (i, p) in all.iter().enumerate() {
+        let n = i + 1;
+        if memos[i].exists() {
             crate::say!("series: {} ... built before", p.name());
+            make_builds(n)?;
             continue;
         }
-        let logs = state.join(format!("{:02}", i + 1));
+        let logs = state.join(format!("{n:02}"));
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        for tree in [&x86, &arm] {
-            let _cd = sh.push_dir(tree);
-            cmd!(sh, "git checkout -q --detach {commit}").quiet().run()?;
+        let commit = wt.commit(n);
+        for tree in [x86, &arm] {
+            cmd!(sh, "git -C {tree} checkout -q --detach {commit}").quiet().run()?;
         }
         let affects = affects(&texts[i]);
         // Only what the patch can change is built: the rest of the tree is
@@ -294,14 +335,13 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
                 })
             });
             if affects.hypervisor {
-                build::configure_hypervisor(&x86, &state, &config.hypervisor)?;
-                run_logged(&x86, &logs, "x86_64", "make", &["-C", "xen", "-j", &jobs])
-                    .with_context(|| step("x86_64 hypervisor"))?;
+                build::configure_hypervisor(x86, state, &config.hypervisor)?;
+                run_logged(x86, &logs, "x86_64", "make", &["-C", "xen", "-j", &jobs]).with_context(|| step("x86_64 hypervisor"))?;
                 did.push("x86_64");
             }
             if affects.tools {
-                build::configure_tools(&x86, &state, &config.tools.configure)?;
-                run_logged(&x86, &logs, "tools", "make", &["build-tools", "-j", &jobs]).with_context(|| step("tools"))?;
+                build::configure_tools(x86, state, &config.tools.configure)?;
+                run_logged(x86, &logs, "tools", "make", &["build-tools", "-j", &jobs]).with_context(|| step("tools"))?;
                 did.push("tools with OCaml bindings");
             }
             if let Some(arm64) = arm64 {
@@ -311,8 +351,9 @@ fn build_each(sh: &Shell, source: &XenSource, series: &Series, texts: &[String])
             Ok(())
         })?;
         let what = if did.is_empty() { "nothing to build (applies)".to_string() } else { format!("builds: {}", did.join(", ")) };
-        std::fs::write(&ok, &what).with_context(|| format!("writing {}", ok.display()))?;
+        std::fs::write(&memos[i], &what).with_context(|| format!("writing {}", memos[i].display()))?;
         crate::say!("series: {} ... {what}", p.name());
+        make_builds(n)?;
     }
     Ok(())
 }

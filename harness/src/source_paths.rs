@@ -4,7 +4,9 @@
 //!
 //! - Upstream git: a repository made here from the base's tarball, with one
 //!   commit on top that marks Xen's version, fetched over file:// by commit
-//!   like upstream would be. Its baseline must report what the tarball's
+//!   like upstream would be. What comes through git is what this tests, so
+//!   only its hypervisor is built (with the baseline's patches), and booted
+//!   with the tarball's baseline tools: it must report what the tarball's
 //!   baseline does, under the marked version.
 //! - A contributor's checkout: the base with its whole series applied as
 //!   uncommitted changes (`git apply`, new files untracked). Built with
@@ -20,10 +22,10 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::base::{Base, Upstream};
-use crate::build::{self, Change};
+use crate::build::{self, Artifacts};
 use crate::checkout::Checkout;
 use crate::fetch::{self, XenSource};
-use crate::patch::{Flavor, Series};
+use crate::patch::{Flavor, Patch, Series};
 use crate::runner::Booter;
 use crate::scenario::Scenario;
 use crate::topology::Topology;
@@ -37,7 +39,10 @@ pub const TESTS: [&str; 2] = ["upstream-git", "own-tree"];
 
 /// Runs the test `what` (one of [`TESTS`]) on `base`. Its scratch space is
 /// the cache's, locked for the test: another run waits.
-pub fn test(sh: &Shell, base: &Base, booter: &Booter, sources: Option<&Path>, scale: Option<f64>, what: &str) -> Result<()> {
+///
+/// `baseline` is the tarball's baseline build of the base, whose tools the
+/// git test boots its hypervisor with.
+pub fn test(sh: &Shell, base: &Base, baseline: &Artifacts, booter: &Booter, sources: Option<&Path>, scale: Option<f64>, what: &str) -> Result<()> {
     let source = fetch::xen_source(sh, base, fetch::sources_dir(sources).as_deref())?;
     let series = Series::load(&base.series_path())?;
     let scratch = paths::cache()?.join("scratch/source-paths");
@@ -49,7 +54,7 @@ pub fn test(sh: &Shell, base: &Base, booter: &Booter, sources: Option<&Path>, sc
     let topology = Topology::load(&paths::default_topology())?;
     let scenario = Scenario::load(&paths::default_scenario(), &topology)?;
     let outcome = match what {
-        "upstream-git" => git_source(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale),
+        "upstream-git" => git_source(sh, base, &source, &series, baseline, booter, &scratch, &topology, &scenario, scale),
         "own-tree" => own_tree(sh, base, &source, &series, booter, &scratch, &topology, &scenario, scale),
         _ => bail!("no source test {what:?}; there are {TESTS:?}"),
     };
@@ -63,6 +68,7 @@ fn git_source(
     base: &Base,
     source: &XenSource,
     series: &Series,
+    baseline: &Artifacts,
     booter: &Booter,
     scratch: &Path,
     topology: &Topology,
@@ -102,7 +108,7 @@ fn git_source(
     let fetched = fetch::git_source(sh, &from_git, &downloads)?;
     let trees = paths::cache()?.join("trees").join(&from_git.name);
     let outcome = (|| {
-        let artifacts = build::build(sh, &fetched, Flavor::Baseline, Change::Patches(series.for_flavor(Flavor::Baseline)))?;
+        let artifacts = hypervisor_with_tools(sh, &fetched, &series.for_flavor(Flavor::Baseline), baseline, &trees, scratch)?;
         let mut report = booter.report(&artifacts, topology, scenario, scale)?;
         let version = report.xen_version.clone().unwrap_or_default();
         let Some(plain) = version.strip_suffix(MARK) else {
@@ -138,7 +144,7 @@ fn own_tree(
     let checkout = Checkout::open(&top)?;
     let work = paths::cache()?.join("trees").join(&base.name).join(format!("own-{}", checkout.id()));
     let outcome = (|| {
-        let artifacts = build::build(sh, source, Flavor::Patched, Change::Checkout(&checkout))?;
+        let artifacts = build::build_checkout(source, &checkout)?;
         let mut report = booter.report(&artifacts, topology, scenario, scale)?;
         if report.xen_tree.as_deref() != Some(&*checkout.path.to_string_lossy()) {
             bail!("the report names checkout {:?}, not {}", report.xen_tree, checkout.path.display());
@@ -154,6 +160,33 @@ fn own_tree(
     remove(&work)?;
     remove(&work.with_file_name(format!("own-{}.state", checkout.id())))?;
     outcome
+}
+
+/// Builds only the hypervisor of `source` with `patches` on top (in
+/// `trees/baseline`), and puts it beside `tools`' tools and FLASK policy
+/// in an artifacts directory under `scratch`: what comes through git is
+/// the hypervisor's version; its tools are the tarball's.
+fn hypervisor_with_tools(sh: &Shell, source: &XenSource, patches: &[&Patch], tools: &Artifacts, trees: &Path, scratch: &Path) -> Result<Artifacts> {
+    let tree = trees.join("baseline");
+    let logs = trees.join("baseline.state");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    build::prepare_tree(sh, source, &tree)?;
+    build::reset_to_base(sh, &tree)?;
+    crate::patch::apply(sh, &tree, patches)?;
+    build::configure_hypervisor(&tree, &logs, &build::BuildConfig::load()?.hypervisor)?;
+    let jobs = build::jobs();
+    build::run_logged(&tree, &logs, "hypervisor", "make", &["-C", "xen", "-j", &jobs])?;
+    let dir = scratch.join("artifacts");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in ["xen", "xen-syms"] {
+        std::fs::copy(tree.join("xen").join(f), dir.join(f)).with_context(|| format!("copying xen/{f} out of {}", tree.display()))?;
+    }
+    std::fs::copy(tools.xsm_policy(), dir.join("xenpolicy")).with_context(|| format!("copying {}", tools.xsm_policy().display()))?;
+    let (from, to) = (tools.tools(), dir.join("tools"));
+    cmd!(sh, "cp -a {from} {to}").quiet().run()?;
+    let mut key = paths::KeyBuilder::default();
+    key.add("hypervisor", paths::sha256_file(&dir.join("xen"))?).add("tools of", &tools.key);
+    Ok(Artifacts { base: source.base.clone(), flavor: Flavor::Baseline, checkout: None, key: key.finish(), dir })
 }
 
 fn remove(path: &Path) -> Result<()> {

@@ -15,7 +15,8 @@ use anyhow::Result;
 use xshell::Shell;
 
 use crate::base::Base;
-use crate::build::{Artifacts, Change};
+use crate::build::{Artifacts, Job};
+use crate::work_tree::WorkTree;
 use crate::checkout::Checkout;
 use crate::fetch::{self, XenSource};
 use crate::flags::{Xtask, XtaskCmd};
@@ -84,13 +85,34 @@ impl<'a> Work<'a> {
 
     /// Builds one flavour, holding the base's work trees meanwhile so that
     /// another run on the same cache waits instead of resetting them.
+    /// A contributor's checkout is built in a work tree of its own; the
+    /// series' builds in the base's [`WorkTree`], at the commit of their
+    /// last patch.
     pub fn build(&self, flavor: Flavor) -> Result<Artifacts> {
-        let change = match (&self.checkout, flavor) {
-            (Some(c), Flavor::Patched) => Change::Checkout(c),
-            _ => Change::Patches(self.series.for_flavor(flavor)),
+        if let (Some(c), Flavor::Patched) = (&self.checkout, flavor) {
+            let _lock = self.lock_trees()?;
+            return crate::build::build_checkout(&self.source, c);
+        }
+        let patches = self.series.for_flavor(flavor);
+        let job = Job {
+            base: &self.source.base,
+            source_tree: &self.source.tree,
+            flavor,
+            checkout: None,
+            key: crate::build::key_of_patches(&self.source.base, &self.source.tree, &patches)?,
+            what: format!("patches: {:?}", patches.iter().map(|p| p.name()).collect::<Vec<_>>()),
         };
+        if let Some(done) = job.done()? {
+            return Ok(done);
+        }
         let _lock = self.lock_trees()?;
-        crate::build::build(self.sh, &self.source, flavor, change)
+        if let Some(done) = job.done()? {
+            return Ok(done);
+        }
+        let tree = WorkTree::open(self.sh, &self.source, &self.series)?;
+        crate::say!("build: {}: {} patch(es) on Xen {}, in {}", job.label(), patches.len(), self.source.tree, tree.path.display());
+        tree.checkout(self.sh, patches.len())?;
+        job.make(&tree.path, &tree.state.join(flavor.name()))
     }
 
     /// The series check, under the same lock.

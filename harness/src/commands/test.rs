@@ -189,9 +189,12 @@ impl Run<'_> {
             let base = bases.iter().find(|b| &b.name == base).expect("planned from these bases");
             let start = Instant::now();
             let (sh, flags) = (self.sh, self.flags);
-            let outcome = self.booter().and_then(|booter| {
-                source_paths::test(sh, base, booter, flags.xen_sources.as_deref(), flags.timeout_scale, what)
-            });
+            let outcome = Work::new(sh, base.clone(), flags.xen_sources.as_deref(), None)
+                .and_then(|work| work.build(Flavor::Baseline))
+                .and_then(|baseline| {
+                    let booter = self.booter()?;
+                    source_paths::test(sh, base, &baseline, booter, flags.xen_sources.as_deref(), flags.timeout_scale, what)
+                });
             self.record(&test.name, outcome, start.elapsed());
         }
         Ok(())
