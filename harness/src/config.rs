@@ -36,7 +36,13 @@ pub struct Timeouts {
     pub xen_banner: Duration,
     /// From QEMU's start to dom0's init announcing itself.
     pub dom0_init: Duration,
-    /// From QEMU's start to the end of the result block.
+    /// From dom0's init to its waiting for the scenario (the Xen daemons
+    /// started).
+    pub daemons: Duration,
+    /// From dom0 waiting (or the machine restored) to dom0 having its
+    /// scenario.
+    pub delivery: Duration,
+    /// From dom0 having its scenario to the end of the result block.
     pub result: Duration,
     /// From the result block's end to QEMU's exit after power-off.
     pub poweroff: Duration,
@@ -59,11 +65,13 @@ impl Timeouts {
         if !(scale > 0.0 && scale.is_finite()) {
             return Err(anyhow!("timeout scale must be a positive number, not {scale}"));
         }
-        let (banner, init, result) = if kvm { (20, 60, 180) } else { (60, 240, 600) };
+        let (banner, init, daemons, delivery, result) = if kvm { (20, 60, 60, 30, 180) } else { (60, 240, 120, 60, 600) };
         let s = |secs: u64| Duration::from_secs_f64(secs as f64 * scale);
         Ok(Timeouts {
             xen_banner: s(banner),
             dom0_init: s(init),
+            daemons: s(daemons),
+            delivery: s(delivery),
             result: s(result),
             poweroff: s(30),
         })

@@ -7,6 +7,9 @@ use anyhow::{bail, Result};
 pub const RESULT_BEGIN: &str = "==== numa-harness result begin ====";
 const RESULT_END: &str = "==== numa-harness result end: ";
 const TEARDOWN: &str = "numa-harness: teardown: ";
+/// What init says once it waits for its scenario on ttyS1.
+pub const AWAITING_SCENARIO: &str = "numa-harness: waiting for a scenario";
+const SCENARIO_RECEIVED: &str = "numa-harness: scenario received";
 
 /// What a console line says about the boot's progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +18,11 @@ pub enum Event {
     XenStarted,
     /// dom0 Linux reached the harness's init.
     Dom0Init,
+    /// dom0's daemons run and init waits for its scenario: the moment a
+    /// host is saved.
+    AwaitingScenario,
+    /// init has its scenario (whole, checked) and starts on it.
+    ScenarioReceived,
     /// Xen panicked: the machine is gone.
     XenPanic,
     /// dom0 crashed or its init gave up, with the line that said so.
@@ -52,6 +60,10 @@ pub fn event(line: &str) -> Option<Event> {
         Some(Event::XenStarted)
     } else if line.contains("numa-harness: dom0 init started") {
         Some(Event::Dom0Init)
+    } else if line.contains(AWAITING_SCENARIO) {
+        Some(Event::AwaitingScenario)
+    } else if line.contains(SCENARIO_RECEIVED) {
+        Some(Event::ScenarioReceived)
     } else if line.contains("(XEN) Panic on CPU") {
         Some(Event::XenPanic)
     } else if line.contains("Kernel panic - not syncing")

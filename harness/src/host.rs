@@ -41,7 +41,10 @@ const PACKAGES: &[(&str, &[&str])] = &[
 
 /// Packages the harness needs that go into no build: their versions are
 /// not part of any build's key (see `build::toolchain`).
-const OTHER_PACKAGES: &[(&str, &[&str])] = &[("lint the CI files (a Python virtual environment)", &["python3-venv"])];
+const OTHER_PACKAGES: &[(&str, &[&str])] = &[
+    ("lint the CI files (a Python virtual environment)", &["python3-venv"]),
+    ("save and restore booted hosts (compressed)", &["zstd"]),
+];
 
 /// The packages that go into builds (headers, libraries, compilers): the
 /// build key holds their versions.

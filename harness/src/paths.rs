@@ -62,12 +62,20 @@ fn unique() -> String {
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A name beside `path` for a file that is renamed to `path` once
+/// complete, and that [`clear_stale`] removes once its writer is gone.
+pub fn temporary(path: &Path) -> Result<PathBuf> {
+    let dir = path.parent().context("path has no parent")?;
+    let name = path.file_name().context("path has no file name")?.to_string_lossy();
+    Ok(dir.join(format!(".{name}.tmp-{}", unique())))
+}
+
 /// Writes `contents` to `path` through a temporary file and a rename, so
 /// that an interrupted run never leaves a half-written file behind.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), unique()));
+    let tmp = temporary(path)?;
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())

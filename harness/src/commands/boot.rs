@@ -23,15 +23,14 @@ pub fn boot(sh: &Shell, b: Boot) -> Result<()> {
     let booter = if b.print_command { Booter::reading(sh)? } else { Booter::new(sh)? };
     let boot = booter.spec(&artifacts, &topology, &scenario, b.interactive)?;
     if b.print_command {
-        boot.prepare()?;
-        println!("{}", boot.shell_command());
+        crate::progress::out(&crate::boot::printable(&boot)?);
         return Ok(());
     }
     let _lock = boot.run_dir.lock()?;
     if b.interactive {
-        return boot.run_interactive();
+        return crate::boot::boot_interactive(&boot);
     }
-    let report = booter.run(&boot, &artifacts, b.timeout_scale)?;
-    print!("{}", report::table(&[&report]));
+    let report = booter.run(&boot, &artifacts, &topology, &scenario, b.timeout_scale)?;
+    crate::progress::out(report::table(&[&report]).trim_end());
     Ok(())
 }

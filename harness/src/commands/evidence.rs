@@ -52,14 +52,14 @@ fn chosen(pick: fn(&Scenario) -> bool) -> Result<Vec<(Topology, Scenario)>> {
     Ok(out)
 }
 
-fn machine(booter: &Booter) -> String {
+fn machine(accel: &(crate::boot::Accel, String)) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (accel, why) = booter.accel();
+    let (accel, why) = accel;
     format!("{model}, {cores} core(s), QEMU with {accel} ({why})")
 }
 
@@ -124,9 +124,10 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
             .map(|b| (format!("{}/{}", base.name, b.label()), Timing::read(&b.dir.join(timings::BUILD_TIME))))
             .collect(),
         commands: timings::latest_commands(README_COMMANDS)?,
-        boots: time_summary(&run_dirs),
+        boots: time_summary(&run_dirs.iter().map(RunDir::timeline).chain(booter.host_timelines()).collect::<Vec<_>>()),
     };
 
+    let accel = booter.accel(&builds[0].xen())?;
     let header = Header {
         command: match base.default {
             true => "cargo xtask evidence".into(),
@@ -135,8 +136,8 @@ pub fn evidence(sh: &Shell, e: flags::Evidence) -> Result<()> {
         base: base.name.clone(),
         xen_commit: format!("{} ({})", &base.upstream.commit[..10.min(base.upstream.commit.len())], base.version),
         harness_commit: harness_commit(),
-        machine: machine(&booter),
-        clock: match booter.accel().0 {
+        machine: machine(&accel),
+        clock: match accel.0 {
             crate::boot::Accel::Tcg => format!(
                 "QEMU's instruction counter (TCG with `-icount {}`): dom0's clock advances 2 ns for each instruction the \
                  guest executes and skips idle time, so these times are the guest's work, the same on any host under any \

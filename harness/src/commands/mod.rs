@@ -131,7 +131,7 @@ impl<'a> Work<'a> {
 fn clear_stale() -> Result<()> {
     let cache = paths::cache()?;
     let mut removed = 0;
-    for dir in ["artifacts", "images", "downloads", "debs", "trees"] {
+    for dir in ["artifacts", "images", "downloads", "debs", "trees", "states", "boots", "timings", "linters", "scratch"] {
         removed += paths::clear_stale(&cache.join(dir))?;
     }
     for base in Base::names()? {

@@ -32,10 +32,10 @@ pub fn run(sh: &Shell, r: Run) -> Result<()> {
         .map(|(_, r)| r)
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Report> = reports.iter().collect();
-    print!("{}", report::table(&refs));
+    crate::progress::out(report::table(&refs).trim_end());
     let path = paths::output().join("report.yaml");
     paths::write_atomic(&path, report::comparison_yaml(&refs)?.as_bytes())?;
-    println!("\nreport: {}", path.display());
+    crate::progress::out(&format!("\nreport: {}", path.display()));
     let (booted, read_again) = booter.counts();
     Timing::new(
         timings::command_line(),

@@ -115,12 +115,13 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     let mut run = Run { sh, flags: &t, booter: None, outcomes: Vec::new() };
     run.go(&bases, &chosen.run)?;
     let (booted, read_again) = run.booter.as_ref().map(Booter::counts).unwrap_or_default();
+    let hosts = run.booter.as_ref().map(Booter::hosts_saved).unwrap_or_default();
     let outcomes = run.outcomes;
     let failures = outcomes.iter().filter(|o| o.failure.is_some()).count();
     Timing::new(
         timings::command_line(),
         started.elapsed().as_secs_f64(),
-        format!("{} tests, {failures} failed; {booted} boots ran, {read_again} read again from the cache", outcomes.len()),
+        format!("{} tests, {failures} failed; {booted} boots ran ({hosts} hosts booted and saved), {read_again} read again from the cache", outcomes.len()),
         failures == 0,
     )
     .record_command()?;
@@ -256,8 +257,10 @@ impl Run<'_> {
             record(outcomes, &test.name, outcome, time);
             run_dirs.extend(run_dir);
         });
-        if let Some(summary) = time_summary(&run_dirs) {
-            eprint!("test: {summary}");
+        let mut timelines: Vec<std::path::PathBuf> = run_dirs.iter().map(RunDir::timeline).collect();
+        timelines.extend(booter.host_timelines());
+        if let Some(summary) = time_summary(&timelines) {
+            crate::say!("test: {}", summary.trim_end());
         }
         Ok(())
     }
