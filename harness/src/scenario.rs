@@ -133,6 +133,10 @@ pub enum PlanStep {
 #[serde(deny_unknown_fields)]
 pub struct Measure {
     pub repeats: u32,
+    /// The rounds `cargo xtask test` runs, where only what every round
+    /// shows alike is compared (`repeats` by default); `repeats` is for
+    /// `cargo xtask evidence`, which states medians and spreads.
+    pub test_repeats: Option<u32>,
     pub domains: Vec<String>,
 }
 
@@ -158,6 +162,9 @@ pub struct Refusal {
 #[serde(deny_unknown_fields)]
 pub struct Churn {
     pub cycles: u32,
+    /// The rounds `cargo xtask test` runs (`cycles` by default): as many
+    /// as it takes for a page kept per round to show.
+    pub test_cycles: Option<u32>,
     pub domains: Vec<String>,
 }
 
@@ -327,6 +334,21 @@ impl Scenario {
     }
 
     /// The plan's steps: `plan`, or each domain created in turn.
+    /// The scenario as `cargo xtask test` runs it: each churn and measure
+    /// step with the rounds its snapshot needs (`test_cycles`,
+    /// `test_repeats`) rather than those `cargo xtask evidence` takes.
+    pub fn for_test(&self) -> Scenario {
+        let mut s = self.clone();
+        for step in s.plan.iter_mut().flatten() {
+            match step {
+                PlanStep::Churn(c) => c.cycles = c.test_cycles.unwrap_or(c.cycles),
+                PlanStep::Measure(m) => m.repeats = m.test_repeats.unwrap_or(m.repeats),
+                PlanStep::Create(_) | PlanStep::Destroy(_) | PlanStep::Refuse(_) => {}
+            }
+        }
+        s
+    }
+
     pub fn steps(&self) -> Vec<PlanStep> {
         match &self.plan {
             Some(plan) => plan.clone(),
@@ -408,6 +430,9 @@ impl Scenario {
                         if c.cycles == 0 || c.cycles > MAX_CHURN_CYCLES {
                             bail!("field `plan[{i}].churn.cycles`: {} is not between 1 and {MAX_CHURN_CYCLES}", c.cycles);
                         }
+                        if let Some(t) = c.test_cycles.filter(|&t| t == 0 || t > c.cycles) {
+                            bail!("field `plan[{i}].churn.test_cycles`: {t} is not between 1 and `cycles` ({})", c.cycles);
+                        }
                         if c.domains.is_empty() {
                             bail!("field `plan[{i}].churn.domains`: empty; name the domains to create and destroy");
                         }
@@ -426,6 +451,9 @@ impl Scenario {
                     PlanStep::Measure(m) => {
                         if m.repeats == 0 || m.repeats > MAX_MEASURE_REPEATS {
                             bail!("field `plan[{i}].measure.repeats`: {} is not between 1 and {MAX_MEASURE_REPEATS}", m.repeats);
+                        }
+                        if let Some(t) = m.test_repeats.filter(|&t| t == 0 || t > m.repeats) {
+                            bail!("field `plan[{i}].measure.test_repeats`: {t} is not between 1 and `repeats` ({})", m.repeats);
                         }
                         if m.domains.is_empty() {
                             bail!("field `plan[{i}].measure.domains`: empty; name the domains to measure");
@@ -756,6 +784,26 @@ mod tests {
             plan.lines().skip(1).collect::<Vec<_>>(),
             ["cpupool node1 node:1", "create a", "destroy a", "create b", "create a", "collect xl-list xl list -n"]
         );
+    }
+
+    /// `cargo xtask test` runs the rounds a step gives it, evidence all of
+    /// them; a test count above the step's own is refused.
+    #[test]
+    fn test_rounds() {
+        let two = "domains:\n- {name: a, type: pvh, vcpus: 1, memory_mib: 100}\n- {name: b, type: pvh, vcpus: 4, memory_mib: 100}\n";
+        let s = parse(&format!(
+            "description: x\n{two}plan:\n- measure: {{repeats: 20, test_repeats: 3, domains: [a]}}\n- churn: {{cycles: 5, test_cycles: 2, domains: [a, b]}}\ncollect: [xl-list]\n"
+        ))
+        .unwrap();
+        let plan = |s: &Scenario| s.dom0_files().last().unwrap().1.lines().skip(1).map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(plan(&s), ["measure 20 a", "churn 5 a b", "collect xl-list xl list -n"]);
+        assert_eq!(plan(&s.for_test()), ["measure 3 a", "churn 2 a b", "collect xl-list xl list -n"]);
+        let same = parse(&format!("description: x\n{two}plan:\n- churn: {{cycles: 5, domains: [a, b]}}\ncollect: [xl-list]\n")).unwrap();
+        assert_eq!(plan(&same.for_test()), ["churn 5 a b", "collect xl-list xl list -n"]);
+        let err = parse(&format!("description: x\n{two}plan:\n- churn: {{cycles: 5, test_cycles: 6, domains: [a, b]}}\n")).unwrap_err();
+        assert_eq!(err.to_string(), "field `plan[0].churn.test_cycles`: 6 is not between 1 and `cycles` (5)");
+        let err = parse(&format!("description: x\n{two}plan:\n- measure: {{repeats: 2, test_repeats: 0, domains: [a, b]}}\n")).unwrap_err();
+        assert_eq!(err.to_string(), "field `plan[0].measure.test_repeats`: 0 is not between 1 and `repeats` (2)");
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Run<'_> {
             let mut run_dir = None;
             let outcome = (|| {
                 let topology = Topology::load(topology)?;
-                let scenario = Scenario::load(scenario, &topology)?;
+                let scenario = Scenario::load(scenario, &topology)?.for_test();
                 let artifacts = builds.iter().find(|a| a.flavor == *flavor).expect("built above");
                 run_dir = Some(RunDir::of(artifacts, &topology, &scenario));
                 let report = booter.report(artifacts, &topology, &scenario, scale)?;
