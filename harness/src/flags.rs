@@ -106,10 +106,15 @@ xflags::xflags! {
             repeated filter: String
             /// A filter must equal the whole name, not a part of it.
             optional --exact
+            /// Leave out the tests whose name contains this (equals it,
+            /// with `--exact`), whatever the filters say; may be repeated.
+            repeated --skip skip: String
             /// Print the names of the tests that would run, and exit.
             optional --list
             /// Run the `i`-th of `n` deterministic parts of the tests
-            /// (`--shard 2/4`), for CI machines that split the work.
+            /// (`--shard 2/4`), for CI machines that split the work: the
+            /// parts are balanced by what each test costs, and the boots
+            /// that share a host stay in one part.
             optional --shard shard: Shard
             /// Write the results as JUnit XML to this file.
             optional --junit file: PathBuf

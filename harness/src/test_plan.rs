@@ -34,30 +34,63 @@ pub struct Test {
     /// `master/two-node/default/patched`, `master/series`, `unit`, ...
     pub name: String,
     pub kind: Kind,
+    /// What the test costs, in seconds of a 2-core machine under TCG
+    /// (estimated, see [`Cost`]): shards are balanced by it.
+    pub cost: u32,
+    /// Tests that share a machine: boots of one host (base, build,
+    /// topology and Xen command line), which a shard boots once for all
+    /// of them. A shard takes a group whole.
+    pub group: Option<String>,
+}
+
+/// What tests cost, measured on this project's 2-core machines under TCG
+/// with warm builds (the README's "How long it takes"), rounded: the shards
+/// are balanced by these, and a group of boots adds the boot of its host.
+pub struct Cost;
+
+impl Cost {
+    /// The harness's unit tests, compiled.
+    pub const UNIT: u32 = 60;
+    pub const LINT: u32 = 20;
+    /// A series check with nothing cached (both builds made on the way).
+    pub const SERIES: u32 = 1500;
+    /// A scenario restored from its saved host: loading, the scenario's
+    /// steps, the report, teardown.
+    pub const RESTORED: u32 = 8;
+    /// Booting a host and saving it, once per group.
+    pub const HOST: u32 = 16;
+    /// The source tests: a build of their own, and a boot.
+    pub const SOURCE: u32 = 240;
 }
 
 impl Test {
     pub fn unit() -> Test {
-        Test { name: "unit".into(), kind: Kind::Unit }
+        Test { name: "unit".into(), kind: Kind::Unit, cost: Cost::UNIT, group: None }
     }
 
     pub fn lint() -> Test {
-        Test { name: "lint".into(), kind: Kind::Lint }
+        Test { name: "lint".into(), kind: Kind::Lint, cost: Cost::LINT, group: None }
     }
 
     pub fn series(base: &str) -> Test {
-        Test { name: format!("{base}/series"), kind: Kind::Series { base: base.into() } }
+        Test { name: format!("{base}/series"), kind: Kind::Series { base: base.into() }, cost: Cost::SERIES, group: None }
     }
 
-    pub fn boot(base: &str, topology: (&str, PathBuf), scenario: (&str, PathBuf), flavor: Flavor) -> Test {
+    /// A boot of `flavor` with a topology and a scenario; `host` names
+    /// what of the scenario goes into the host it runs on (its additions
+    /// to Xen's command line), and `steps` what its own steps cost beyond
+    /// [`Cost::RESTORED`].
+    pub fn boot(base: &str, topology: (&str, PathBuf), scenario: (&str, PathBuf), flavor: Flavor, host: &str, steps: u32) -> Test {
         Test {
             name: format!("{base}/{}/{}/{flavor}", topology.0, scenario.0),
+            group: Some(format!("{base}/{flavor}/{}/{host}", topology.0)),
             kind: Kind::Boot { base: base.into(), topology: topology.1, scenario: scenario.1, flavor },
+            cost: Cost::RESTORED + steps,
         }
     }
 
     pub fn source(base: &str, what: &'static str) -> Test {
-        Test { name: format!("{base}/source/{what}"), kind: Kind::Source { base: base.into(), what } }
+        Test { name: format!("{base}/source/{what}"), kind: Kind::Source { base: base.into(), what }, cost: Cost::SOURCE, group: None }
     }
 }
 
@@ -95,6 +128,9 @@ pub struct Selection {
     /// `exact`); no filter takes every test.
     pub filters: Vec<String>,
     pub exact: bool,
+    /// A test whose name contains one of these (equals one, with `exact`)
+    /// does not run, whatever the filters say.
+    pub skip: Vec<String>,
     pub shard: Option<Shard>,
 }
 
@@ -108,15 +144,17 @@ pub struct Chosen {
 
 impl Selection {
     fn matches(&self, name: &str) -> bool {
-        self.filters.is_empty()
-            || self.filters.iter().any(|f| if self.exact { name == f } else { name.contains(f.as_str()) })
+        let hit = |f: &String| if self.exact { name == f } else { name.contains(f.as_str()) };
+        (self.filters.is_empty() || self.filters.iter().any(hit)) && !self.skip.iter().any(hit)
     }
 
     /// The tests of `plan` this run takes, in plan order. The shard split
-    /// is made after filtering, round robin: shard i of n takes the
-    /// selected tests at positions i-1, i-1+n, ..., so each shard gets
-    /// boots of every topology and build, and the shards of one filtered
-    /// run together take each of its tests exactly once.
+    /// is made after filtering, by cost: the boots of one host stay
+    /// together, and each group of tests (or test on its own) goes, the
+    /// costliest first, to the shard with the least so far (the lowest
+    /// index on a tie). The split depends only on the selected tests, so
+    /// the shards of one filtered run together take each of its tests
+    /// exactly once.
     pub fn choose(&self, plan: Vec<Test>) -> Result<Chosen> {
         let total = plan.len();
         let matching: Vec<Test> = plan.into_iter().filter(|t| self.matches(&t.name)).collect();
@@ -131,10 +169,47 @@ impl Selection {
         let n = matching.len();
         let run: Vec<Test> = match self.shard {
             None => matching,
-            Some(s) => matching.into_iter().enumerate().filter(|(i, _)| i % s.count == s.index - 1).map(|(_, t)| t).collect(),
+            Some(s) => {
+                let shard_of = balance(&matching, s.count);
+                matching.into_iter().zip(shard_of).filter(|(_, of)| *of == s.index - 1).map(|(t, _)| t).collect()
+            }
         };
         Ok(Chosen { other_shards: n - run.len(), filtered_out, run })
     }
+}
+
+/// The shard (from 0) of each test: groups (a test without a group is
+/// one of its own) in order of cost, the costliest first, each to the
+/// shard with the least cost so far.
+fn balance(tests: &[Test], shards: usize) -> Vec<usize> {
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    let mut by_name: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (i, t) in tests.iter().enumerate() {
+        match t.group.as_deref() {
+            Some(g) => {
+                let at = *by_name.entry(g).or_insert_with(|| {
+                    groups.push((Cost::HOST, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[at].0 += t.cost;
+                groups[at].1.push(i);
+            }
+            None => groups.push((t.cost, vec![i])),
+        }
+    }
+    // Stable: equal costs keep plan order.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(groups[g].0));
+    let mut load = vec![0u64; shards];
+    let mut shard_of = vec![0; tests.len()];
+    for g in order {
+        let least = (0..shards).min_by_key(|&s| (load[s], s)).expect("at least one shard");
+        load[least] += u64::from(groups[g].0);
+        for &i in &groups[g].1 {
+            shard_of[i] = least;
+        }
+    }
+    shard_of
 }
 
 #[cfg(test)]
@@ -150,7 +225,7 @@ mod tests {
                     for flavor in Flavor::ALL {
                         let t = (topology, PathBuf::from(format!("{topology}.yaml")));
                         let s = (scenario, PathBuf::from(format!("{scenario}.yaml")));
-                        plan.push(Test::boot(base, t, s, flavor));
+                        plan.push(Test::boot(base, t, s, flavor, "-", 1));
                     }
                 }
             }
@@ -183,8 +258,39 @@ mod tests {
         let sel = Selection { filters: vec!["master/two-node/".into(), "unit".into()], ..Default::default() };
         assert_eq!(names(&sel.choose(plan()).unwrap().run)[..2], ["unit", "master/two-node/default/baseline"]);
 
-        let exact = Selection { filters: vec!["master/series".into(), "master".into()], exact: true, shard: None };
+        let exact = Selection { filters: vec!["master/series".into(), "master".into()], exact: true, ..Default::default() };
         assert_eq!(names(&exact.choose(plan()).unwrap().run), ["master/series"]);
+    }
+
+    #[test]
+    fn skipped_tests_do_not_run() {
+        let sel = Selection { filters: vec!["master/".into()], skip: vec!["/series".into(), "four-node".into()], ..Default::default() };
+        let names = names(&sel.choose(plan()).unwrap().run).iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(names.iter().all(|n| n.starts_with("master/two-node/") || n.starts_with("master/source/")), "{names:?}");
+        assert_eq!(names.len(), 7);
+    }
+
+    /// The boots of one host land on one shard, and the shards' costs are
+    /// as even as the groups allow.
+    #[test]
+    fn shards_keep_hosts_together_and_balance_cost() {
+        let plan = plan();
+        for count in 1..=4 {
+            let mut loads = Vec::new();
+            for index in 1..=count {
+                let run = Selection { shard: Some(Shard { index, count }), ..Default::default() }.choose(plan.clone()).unwrap().run;
+                for t in &run {
+                    if let Some(g) = &t.group {
+                        assert!(run.iter().filter(|o| o.group.as_ref() == Some(g)).count() == plan.iter().filter(|o| o.group.as_ref() == Some(g)).count(), "{g} split");
+                    }
+                }
+                loads.push(run.iter().map(|t| t.cost).sum::<u32>());
+            }
+            // The two series checks dominate: each takes a shard of its own once there are two.
+            if count >= 2 {
+                assert!(loads.iter().filter(|&&l| l >= Cost::SERIES).count() == 2.min(count), "{loads:?}");
+            }
+        }
     }
 
     #[test]
@@ -204,7 +310,7 @@ mod tests {
             for count in 1..=7 {
                 let mut merged = Vec::new();
                 for index in 1..=count {
-                    let sel = Selection { filters: filters.clone(), exact: false, shard: Some(Shard { index, count }) };
+                    let sel = Selection { filters: filters.clone(), shard: Some(Shard { index, count }), ..Default::default() };
                     let chosen = sel.choose(plan()).unwrap();
                     assert_eq!(chosen.run.len() + chosen.other_shards, whole.len());
                     merged.extend(chosen.run);

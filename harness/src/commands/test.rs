@@ -18,11 +18,11 @@ use crate::junit::{self, Outcome};
 use crate::patch::Flavor;
 use crate::boot::RunDir;
 use crate::runner::{boot_jobs, in_parallel, time_summary, Booter};
-use crate::scenario::Scenario;
-use crate::test_plan::{Kind, Selection, Test};
+use crate::scenario::{PlanStep, Scenario};
+use crate::test_plan::{Kind, Selection, Shard, Test};
 use crate::topology::Topology;
 use crate::timings::{self, Timing};
-use crate::{ci_lint, host, image, paths, snapshot, source_paths};
+use crate::{ci_lint, host, image, paths, progress, snapshot, source_paths};
 
 /// Every test, in the order they run: the harness's own (unit tests, CI
 /// linters), then per base its series check and its boots (topologies and
@@ -73,10 +73,12 @@ fn plan(bases: &[Base], unit_only: bool) -> Result<(Vec<Test>, Vec<String>)> {
                     }
                     continue;
                 }
+                let test_run = scenario.for_test();
+                let (host, steps) = (host_part(&test_run), steps_cost(&test_run));
                 for flavor in Flavor::ALL.into_iter().filter(|&f| scenario.runs_on(f)) {
                     let t = (topology.name.as_str(), tpath.clone());
                     let s = (scenario.name.as_str(), spath.clone());
-                    plan.push(Test::boot(&base.name, t, s, flavor));
+                    plan.push(Test::boot(&base.name, t, s, flavor, &host, steps));
                 }
             }
         }
@@ -87,9 +89,42 @@ fn plan(bases: &[Base], unit_only: bool) -> Result<(Vec<Test>, Vec<String>)> {
     Ok((plan, unfit))
 }
 
+/// What of a scenario goes into the host it runs on: its additions to
+/// Xen's command line (FLASK's included), `-` for none. Scenarios with the
+/// same part share their host.
+fn host_part(scenario: &Scenario) -> String {
+    let mut words: Vec<String> = scenario.xen_cmdline.clone();
+    if let Some(mode) = scenario.flask {
+        words.extend(mode.xen_cmdline().iter().map(|s| s.to_string()));
+    }
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// What a scenario's own steps cost beyond a plain restored run, in
+/// seconds under TCG on 2 cores (measured: a round of `measure` about 7.5
+/// s, a domain created and destroyed in `churn` about 2 s, a check program
+/// about 15 s).
+fn steps_cost(scenario: &Scenario) -> u32 {
+    let steps: u32 = scenario
+        .steps()
+        .iter()
+        .map(|step| match step {
+            PlanStep::Create(_) | PlanStep::Destroy(_) => 1,
+            PlanStep::Refuse(_) => 3,
+            PlanStep::Churn(c) => (c.cycles + 1) * c.domains.len() as u32 * 2,
+            PlanStep::Measure(m) => (m.repeats + 1) * m.domains.len() as u32 * 15 / 2,
+        })
+        .sum();
+    steps + 15 * scenario.checks.len() as u32
+}
+
 pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     let bases = bases(t.base.as_deref())?;
-    let selection = Selection { filters: t.filter.clone(), exact: t.exact, shard: t.shard };
+    let selection = Selection { filters: t.filter.clone(), exact: t.exact, skip: t.skip.clone(), shard: t.shard };
     let (plan, unfit) = plan(&bases, t.unit_only)?;
     let chosen = selection.choose(plan)?;
     let unfit_note = match unfit.len() {
@@ -104,7 +139,7 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     };
     if t.list {
         for test in &chosen.run {
-            println!("{}", test.name);
+            progress::out(&test.name);
         }
         crate::say!("{} test(s){skipped}{unfit_note}", chosen.run.len());
         return Ok(());
@@ -112,11 +147,19 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
     crate::say!("test: {} test(s){skipped}{unfit_note}", chosen.run.len());
 
     let started = Instant::now();
-    let mut run = Run { sh, flags: &t, booter: None, outcomes: Vec::new() };
-    run.go(&bases, &chosen.run)?;
+    let results = Results { outcomes: Vec::new(), junit: t.junit.clone(), shard: t.shard };
+    let mut run = Run { sh, flags: &t, booter: None, results };
+    if let Err(e) = run.go(&bases, &chosen.run) {
+        // Every test the run did not get to fails with the reason, so
+        // that the JUnit report says what happened to each.
+        let left: Vec<&Test> = chosen.run.iter().filter(|t| !run.results.outcomes.iter().any(|o| o.name == t.name)).collect();
+        for test in left {
+            run.results.record(&test.name, Err(anyhow::anyhow!("not run: the run stopped: {e:#}")), Duration::ZERO);
+        }
+    }
     let (booted, read_again) = run.booter.as_ref().map(Booter::counts).unwrap_or_default();
     let hosts = run.booter.as_ref().map(Booter::hosts_saved).unwrap_or_default();
-    let outcomes = run.outcomes;
+    let outcomes = run.results.outcomes;
     let failures = outcomes.iter().filter(|o| o.failure.is_some()).count();
     Timing::new(
         timings::command_line(),
@@ -131,9 +174,9 @@ pub fn test(sh: &Shell, t: flags::Test) -> Result<()> {
         crate::say!("test: JUnit report {}", path.display());
     }
     let failed: Vec<&str> = outcomes.iter().filter(|o| o.failure.is_some()).map(|o| o.name.as_str()).collect();
-    println!("\ntest result: {} passed, {} failed{skipped}", outcomes.len() - failed.len(), failed.len());
+    progress::out(&format!("\ntest result: {} passed, {} failed{skipped}", outcomes.len() - failed.len(), failed.len()));
     if !unfit.is_empty() {
-        println!("not run, the scenario does not fit the topology: {} pair(s), listed at the start", unfit.len());
+        progress::out(&format!("not run, the scenario does not fit the topology: {} pair(s), listed at the start", unfit.len()));
     }
     if !failed.is_empty() {
         bail!(
@@ -149,7 +192,33 @@ struct Run<'a> {
     sh: &'a Shell,
     flags: &'a flags::Test,
     booter: Option<Booter>,
+    results: Results,
+}
+
+/// The outcomes of a run so far: each printed as it comes, and the JUnit
+/// report (`--junit`) written again after each, so that a run stopped
+/// half-way still reports what it did.
+struct Results {
     outcomes: Vec<Outcome>,
+    junit: Option<std::path::PathBuf>,
+    shard: Option<Shard>,
+}
+
+impl Results {
+    /// Prints a test's result line (with the error and the command that
+    /// runs the test alone, if it failed) and keeps its outcome.
+    fn record(&mut self, name: &str, outcome: Result<()>, time: Duration) {
+        match &outcome {
+            Ok(()) => progress::out(&format!("test {name} ... ok")),
+            Err(e) => progress::out(&format!("test {name} ... FAILED\n{e:#}\n(alone: cargo xtask test --exact {name})")),
+        }
+        self.outcomes.push(Outcome { name: name.into(), failure: outcome.err().map(|e| format!("{e:#}")), time });
+        if let Some(path) = &self.junit {
+            if let Err(e) = junit::write(path, &self.outcomes, self.shard) {
+                crate::say!("test: {e:#}");
+            }
+        }
+    }
 }
 
 impl Run<'_> {
@@ -169,7 +238,7 @@ impl Run<'_> {
             self.record(&test.name, outcome, start.elapsed());
         }
         for base in bases {
-            let mine: Vec<&Test> = tests.iter().filter(|t| is_of_base(t, &base.name) && !matches!(t.kind, Kind::Source { .. })).collect();
+            let mine: Vec<&Test> = tests.iter().filter(|t| is_of_base(t, &base.name) && matches!(t.kind, Kind::Series { .. } | Kind::Boot { .. })).collect();
             if mine.is_empty() {
                 continue;
             }
@@ -211,7 +280,7 @@ impl Run<'_> {
     }
 
     fn record(&mut self, name: &str, outcome: Result<()>, time: Duration) {
-        record(&mut self.outcomes, name, outcome, time);
+        self.results.record(name, outcome, time);
     }
 
     /// The boots of one base: the builds they need, then `jobs` boots at
@@ -227,7 +296,7 @@ impl Run<'_> {
         let scale = self.flags.timeout_scale;
         self.booter()?;
         let booter = self.booter.as_ref().expect("made above");
-        let outcomes = &mut self.outcomes;
+        let results = &mut self.results;
         for a in &builds {
             // Made once here rather than by the first boots at the same time.
             image::write_base(&booter.dom0, a)?;
@@ -254,7 +323,7 @@ impl Run<'_> {
             (outcome, start.elapsed(), run_dir)
         }, |(outcome, time, run_dir)| {
             let test = next.next().expect("one result per boot");
-            record(outcomes, &test.name, outcome, time);
+            results.record(&test.name, outcome, time);
             run_dirs.extend(run_dir);
         });
         let mut timelines: Vec<std::path::PathBuf> = run_dirs.iter().map(RunDir::timeline).collect();
@@ -264,16 +333,6 @@ impl Run<'_> {
         }
         Ok(())
     }
-}
-
-/// Prints a test's result line (with the error, if it failed) and keeps
-/// its outcome.
-fn record(outcomes: &mut Vec<Outcome>, name: &str, outcome: Result<()>, time: Duration) {
-    match &outcome {
-        Ok(()) => crate::progress::out(&format!("test {name} ... ok")),
-        Err(e) => crate::progress::out(&format!("test {name} ... FAILED\n{e:#}")),
-    }
-    outcomes.push(Outcome { name: name.into(), failure: outcome.err().map(|e| format!("{e:#}")), time });
 }
 
 fn is_of_base(test: &Test, base: &str) -> bool {
