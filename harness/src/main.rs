@@ -27,6 +27,7 @@ mod guest_kernel;
 mod flags;
 mod host;
 mod image;
+mod independence;
 mod junit;
 mod lock;
 mod parse;

@@ -24,6 +24,9 @@ pub enum Kind {
     /// One build of a base booted with one topology and scenario, its
     /// report compared with its snapshot.
     Boot { base: String, topology: PathBuf, scenario: PathBuf, flavor: Flavor },
+    /// A scenario's report is the same whichever scenarios ran before it
+    /// on its saved host (see `independence`).
+    Independence { base: String },
     /// A way a source reaches a build (upstream git, a contributor's
     /// checkout), built and booted.
     Source { base: String, what: &'static str },
@@ -61,6 +64,7 @@ impl Cost {
     pub const HOST: u32 = 16;
     /// The source tests: a build of their own, and a boot.
     pub const SOURCE: u32 = 240;
+    pub const INDEPENDENCE: u32 = 45;
 }
 
 impl Test {
@@ -86,6 +90,15 @@ impl Test {
             group: Some(format!("{base}/{flavor}/{}/{host}", topology.0)),
             kind: Kind::Boot { base: base.into(), topology: topology.1, scenario: scenario.1, flavor },
             cost: Cost::RESTORED + steps,
+        }
+    }
+
+    pub fn independence(base: &str) -> Test {
+        Test {
+            name: format!("{base}/{}", crate::independence::NAME),
+            kind: Kind::Independence { base: base.into() },
+            cost: Cost::INDEPENDENCE,
+            group: None,
         }
     }
 

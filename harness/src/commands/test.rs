@@ -84,6 +84,7 @@ fn plan(bases: &[Base], unit_only: bool) -> Result<(Vec<Test>, Vec<String>)> {
         }
     }
     if let Some(default) = bases.iter().find(|b| b.default) {
+        plan.push(Test::independence(&default.name));
         plan.extend(source_paths::TESTS.iter().map(|what| Test::source(&default.name, what)));
     }
     Ok((plan, unfit))
@@ -255,6 +256,16 @@ impl Run<'_> {
             }
         }
         for test in tests {
+            let Kind::Independence { base } = &test.kind else { continue };
+            let base = bases.iter().find(|b| &b.name == base).expect("planned from these bases");
+            let start = Instant::now();
+            let (sh, flags) = (self.sh, self.flags);
+            let outcome = Work::new(sh, base.clone(), flags.xen_sources.as_deref(), None)
+                .and_then(|work| work.build(Flavor::Patched))
+                .and_then(|patched| crate::independence::test(self.booter()?, &patched, flags.timeout_scale));
+            self.record(&test.name, outcome, start.elapsed());
+        }
+        for test in tests {
             let Kind::Source { base, what } = &test.kind else { continue };
             let base = bases.iter().find(|b| &b.name == base).expect("planned from these bases");
             let start = Instant::now();
@@ -337,7 +348,7 @@ impl Run<'_> {
 
 fn is_of_base(test: &Test, base: &str) -> bool {
     match &test.kind {
-        Kind::Series { base: b } | Kind::Boot { base: b, .. } | Kind::Source { base: b, .. } => b == base,
+        Kind::Series { base: b } | Kind::Boot { base: b, .. } | Kind::Independence { base: b } | Kind::Source { base: b, .. } => b == base,
         Kind::Unit | Kind::Lint => false,
     }
 }
