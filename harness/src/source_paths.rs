@@ -13,8 +13,12 @@
 //!   `--xen-tree`, it must report what the patched build does, and the
 //!   checkout must be left exactly as it was.
 //!
-//! Their work trees and scratch files are removed afterwards; their
-//! artifacts stay in the cache, keyed by content like any build's.
+//! Their scratch files and the git test's work tree are removed afterwards.
+//! The checkout's work tree stays in the cache, as a contributor's does:
+//! the checkout is made at the same place every time, so the next run
+//! copies nothing into it and finds its build by content, as any build's
+//! (a cold run builds it; a warm one checks the copy, the report and the
+//! checkout left alone).
 
 use std::path::Path;
 
@@ -142,7 +146,6 @@ fn own_tree(
     }
     let before = paths::listing(&top)?;
     let checkout = Checkout::open(&top)?;
-    let work = paths::cache()?.join("trees").join(&base.name).join(format!("own-{}", checkout.id()));
     let outcome = (|| {
         let artifacts = build::build_checkout(source, &checkout)?;
         let mut report = booter.report(&artifacts, topology, scenario, scale)?;
@@ -157,8 +160,6 @@ fn own_tree(
         }
         Ok(())
     })();
-    remove(&work)?;
-    remove(&work.with_file_name(format!("own-{}.state", checkout.id())))?;
     outcome
 }
 
