@@ -4,7 +4,9 @@
 //! (the scenario alone on a machine of its own), is compared with the same
 //! scenario restored from the saved host after another scenario (one that
 //! fills a node) ran on that host. The two reports must be the same, as
-//! snapshots compare them.
+//! snapshots compare them. Like every boot of the test command, the three
+//! runs are read again from the cache when nothing they depend on changed
+//! (`--rerun` runs them).
 
 use anyhow::{Context, Result};
 
@@ -32,8 +34,7 @@ pub fn test(booter: &Booter, patched: &Artifacts, scale: Option<f64>) -> Result<
         boot.run_dir = dir(name);
         boot.whole = whole;
         let _lock = boot.run_dir.lock()?;
-        let (_, _, report) = booter.fresh(&boot, patched, &topology, scenario, scale)?;
-        Ok(report)
+        booter.run(&boot, patched, &topology, scenario, scale)
     };
     let alone = run(&compared, &format!("{}-alone", compared.name), true)?;
     run(&before, &before.name, false).with_context(|| format!("the scenario run first, {}", before.name))?;

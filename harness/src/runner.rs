@@ -207,7 +207,7 @@ impl Booter {
 
     /// Runs a boot for real, whatever the cache keeps, and returns it (as
     /// run: under TCG if KVM let it down), its console and its report.
-    pub fn fresh(&self, boot: &Boot, artifacts: &Artifacts, topology: &Topology, scenario: &Scenario, scale: Option<f64>) -> Result<(Boot, String, Report)> {
+    fn fresh(&self, boot: &Boot, artifacts: &Artifacts, topology: &Topology, scenario: &Scenario, scale: Option<f64>) -> Result<(Boot, String, Report)> {
         let start = Instant::now();
         let (boot, console) = match self.console(boot, scale) {
             Err(e) if boot.host.accel == Accel::Kvm && e.before_dom0() => {
