@@ -2580,7 +2580,7 @@ alone:
         assert_found(
             &github(" (measured 2026-12-07; see", " (see"),
             "dated-durations",
-            &["took 112 minutes"],
+            &["took 58 minutes"],
         );
         assert!(claims_a_duration("a cold run took 1h 30m") && claims_a_duration("fits in 90min"));
         assert!(
