@@ -27,8 +27,19 @@ const BEFORE: &str = "node-full.yaml";
 pub fn test(booter: &Booter, patched: &Artifacts, scale: Option<f64>) -> Result<()> {
     let topology = Topology::load(&paths::default_topology())?;
     let compared = Scenario::load(&paths::default_scenario(), &topology)?.for_test();
-    let before = Scenario::load(&paths::images_dir().join("scenarios").join(BEFORE), &topology)?.for_test();
-    let dir = |name: &str| RunDir::new(&patched.base, patched.label(), &topology.name, &format!("{NAME}/{name}"));
+    let before = Scenario::load(
+        &paths::images_dir().join("scenarios").join(BEFORE),
+        &topology,
+    )?
+    .for_test();
+    let dir = |name: &str| {
+        RunDir::new(
+            &patched.base,
+            patched.label(),
+            &topology.name,
+            &format!("{NAME}/{name}"),
+        )
+    };
     let run = |scenario: &Scenario, name: &str, whole: bool| -> Result<crate::report::Report> {
         let mut boot = booter.spec(patched, &topology, scenario, false)?;
         boot.run_dir = dir(name);
@@ -37,8 +48,25 @@ pub fn test(booter: &Booter, patched: &Artifacts, scale: Option<f64>) -> Result<
         booter.run(&boot, patched, &topology, scenario, scale)
     };
     let alone = run(&compared, &format!("{}-alone", compared.name), true)?;
-    run(&before, &before.name, false).with_context(|| format!("the scenario run first, {}", before.name))?;
-    let after = run(&compared, &format!("{}-after-{}", compared.name, before.name), false)?;
-    snapshot::same(&after, &snapshot::normalized(&alone)?, &format!("the same scenario booted alone ({})", dir(&format!("{}-alone", compared.name)).report().display()))
-        .with_context(|| format!("{} restored after {} ran on its host", compared.name, before.name))
+    run(&before, &before.name, false)
+        .with_context(|| format!("the scenario run first, {}", before.name))?;
+    let after = run(
+        &compared,
+        &format!("{}-after-{}", compared.name, before.name),
+        false,
+    )?;
+    snapshot::same(
+        &after,
+        &snapshot::normalized(&alone)?,
+        &format!(
+            "the same scenario booted alone ({})",
+            dir(&format!("{}-alone", compared.name)).report().display()
+        ),
+    )
+    .with_context(|| {
+        format!(
+            "{} restored after {} ran on its host",
+            compared.name, before.name
+        )
+    })
 }

@@ -28,7 +28,10 @@ struct Status {
     drawn: usize,
 }
 
-static STATUS: Mutex<Status> = Mutex::new(Status { running: Vec::new(), drawn: 0 });
+static STATUS: Mutex<Status> = Mutex::new(Status {
+    running: Vec::new(),
+    drawn: 0,
+});
 static NEXT: AtomicU64 = AtomicU64::new(1);
 static TICKER: Once = Once::new();
 
@@ -41,7 +44,9 @@ fn live() -> bool {
     static LIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *LIVE.get_or_init(|| {
         !cfg!(test)
-            && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() && std::env::var("NUMA_HARNESS_PROGRESS").as_deref() != Ok("plain")
+            && std::io::stderr().is_terminal()
+            && std::env::var_os("CI").is_none()
+            && std::env::var("NUMA_HARNESS_PROGRESS").as_deref() != Ok("plain")
     })
 }
 
@@ -82,7 +87,12 @@ impl Activity {
     pub fn start(what: impl Into<String>) -> Activity {
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let mut status = STATUS.lock().unwrap_or_else(|e| e.into_inner());
-        status.running.push(Running { id, what: what.into(), doing: String::new(), since: Instant::now() });
+        status.running.push(Running {
+            id,
+            what: what.into(),
+            doing: String::new(),
+            since: Instant::now(),
+        });
         drop(status);
         TICKER.call_once(|| {
             std::thread::spawn(tick);
@@ -135,7 +145,11 @@ fn tick() {
             if status.running.is_empty() {
                 continue;
             }
-            let list: Vec<String> = status.running.iter().map(|r| line_of(r, Instant::now())).collect();
+            let list: Vec<String> = status
+                .running
+                .iter()
+                .map(|r| line_of(r, Instant::now()))
+                .collect();
             drop(status);
             say(&format!("progress: still running: {}", list.join("; ")));
         }
@@ -184,7 +198,12 @@ fn draw(err: &mut impl Write, status: &mut Status) {
 }
 
 fn terminal_width() -> usize {
-    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ fills the winsize it is given.
     let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
     if ok && size.ws_col > 0 {
@@ -202,10 +221,29 @@ mod tests {
     fn block_lines_say_what_and_for_how_long() {
         let now = Instant::now();
         let running = [
-            Running { id: 1, what: "build master/patched".into(), doing: "tools".into(), since: now - Duration::from_secs(75) },
-            Running { id: 2, what: "boot master/two-node/default on baseline".into(), doing: String::new(), since: now - Duration::from_secs(3) },
+            Running {
+                id: 1,
+                what: "build master/patched".into(),
+                doing: "tools".into(),
+                since: now - Duration::from_secs(75),
+            },
+            Running {
+                id: 2,
+                what: "boot master/two-node/default on baseline".into(),
+                doing: String::new(),
+                since: now - Duration::from_secs(3),
+            },
         ];
-        assert_eq!(block(&running, now, 200), ["  ~ build master/patched: tools (75 s)", "  ~ boot master/two-node/default on baseline (3 s)"]);
-        assert_eq!(block(&running, now, 20), ["  ~ build master/pa", "  ~ boot master/two"]);
+        assert_eq!(
+            block(&running, now, 200),
+            [
+                "  ~ build master/patched: tools (75 s)",
+                "  ~ boot master/two-node/default on baseline (3 s)"
+            ]
+        );
+        assert_eq!(
+            block(&running, now, 20),
+            ["  ~ build master/pa", "  ~ boot master/two"]
+        );
     }
 }

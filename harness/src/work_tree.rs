@@ -38,7 +38,8 @@ pub fn prefix_keys(patches: &[&Patch]) -> Result<Vec<String>> {
     let mut key = paths::KeyBuilder::default();
     let mut keys = Vec::new();
     for p in patches {
-        let text = std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display()))?;
+        let text = std::fs::read_to_string(&p.path)
+            .with_context(|| format!("cannot read patch {}", p.path.display()))?;
         key.add("patch", patch::unnumbered(&text));
         keys.push(key.finish());
     }
@@ -62,13 +63,31 @@ impl WorkTree {
         let made_afresh = build::prepare_tree(sh, source, &tree)?;
         let patches: Vec<&Patch> = series.patches.iter().collect();
         let keys = prefix_keys(&patches)?;
-        let applied = if made_afresh { Vec::new() } else { read_applied(&state.join(APPLIED)) };
-        let kept = applied.iter().zip(&keys).take_while(|((key, commit), want)| key == *want && has_commit(sh, &tree, commit)).count();
-        let back_to = if kept == 0 { BASE_TAG.to_string() } else { applied[kept - 1].1.clone() };
+        let applied = if made_afresh {
+            Vec::new()
+        } else {
+            read_applied(&state.join(APPLIED))
+        };
+        let kept = applied
+            .iter()
+            .zip(&keys)
+            .take_while(|((key, commit), want)| key == *want && has_commit(sh, &tree, commit))
+            .count();
+        let back_to = if kept == 0 {
+            BASE_TAG.to_string()
+        } else {
+            applied[kept - 1].1.clone()
+        };
         {
             let _cd = sh.push_dir(&tree);
-            cmd!(sh, "git am --abort").quiet().ignore_status().ignore_stderr().run()?;
-            cmd!(sh, "git checkout -q --detach {back_to}").quiet().run()?;
+            cmd!(sh, "git am --abort")
+                .quiet()
+                .ignore_status()
+                .ignore_stderr()
+                .run()?;
+            cmd!(sh, "git checkout -q --detach {back_to}")
+                .quiet()
+                .run()?;
             cmd!(sh, "git reset -q --hard").quiet().run()?;
             cmd!(sh, "git clean -q -fd").quiet().run()?;
         }
@@ -92,15 +111,26 @@ impl WorkTree {
             let listed = cmd!(sh, "git rev-list --reverse {range}").quiet().read()?;
             let spec = format!("{BASE_TAG}^{{commit}}");
             let base = cmd!(sh, "git rev-parse {spec}").quiet().read()?;
-            let commits: Vec<String> = std::iter::once(base.trim().to_string()).chain(listed.lines().map(str::to_string)).collect();
+            let commits: Vec<String> = std::iter::once(base.trim().to_string())
+                .chain(listed.lines().map(str::to_string))
+                .collect();
             if commits.len() != patches.len() + 1 {
-                bail!("{} has {} commit(s) on its base, not the series' {n}", tree.display(), commits.len() - 1);
+                bail!(
+                    "{} has {} commit(s) on its base, not the series' {n}",
+                    tree.display(),
+                    commits.len() - 1
+                );
             }
             commits
         };
-        let now: Vec<(String, String)> = keys.into_iter().zip(commits[1..].iter().cloned()).collect();
+        let now: Vec<(String, String)> =
+            keys.into_iter().zip(commits[1..].iter().cloned()).collect();
         write_applied(&state.join(APPLIED), &now)?;
-        Ok(WorkTree { path: tree, state, commits })
+        Ok(WorkTree {
+            path: tree,
+            state,
+            commits,
+        })
     }
 
     /// The commit with the first `n` patches applied.
@@ -113,20 +143,30 @@ impl WorkTree {
     pub fn checkout(&self, sh: &Shell, n: usize) -> Result<()> {
         let commit = self.commit(n);
         let path = &self.path;
-        cmd!(sh, "git -C {path} checkout -q --detach {commit}").quiet().run().with_context(|| format!("checking out {commit} in {}", path.display()))
+        cmd!(sh, "git -C {path} checkout -q --detach {commit}")
+            .quiet()
+            .run()
+            .with_context(|| format!("checking out {commit} in {}", path.display()))
     }
 }
 
 fn has_commit(sh: &Shell, tree: &Path, commit: &str) -> bool {
     let spec = format!("{commit}^{{commit}}");
-    cmd!(sh, "git -C {tree} cat-file -e {spec}").quiet().ignore_stderr().run().is_ok()
+    cmd!(sh, "git -C {tree} cat-file -e {spec}")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .is_ok()
 }
 
 fn read_applied(path: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_once(' ').map(|(k, c)| (k.to_string(), c.to_string())))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(k, c)| (k.to_string(), c.to_string()))
+        })
         .collect()
 }
 
@@ -146,7 +186,10 @@ mod tests {
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
-            Patch { path, baseline: false }
+            Patch {
+                path,
+                baseline: false,
+            }
         };
         let a = write("a.patch", "Subject: [PATCH 1/2] x: a\n\nWhy.\n");
         let b = write("b.patch", "Subject: [PATCH 2/2] x: b\n\nWhy.\n");

@@ -37,17 +37,31 @@ pub fn detect(xen: &Path) -> Result<(Accel, String)> {
         Ok(other) => anyhow::bail!("NUMA_HARNESS_ACCEL={other:?}: expected `kvm` or `tcg`"),
         Err(_) => {}
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return Ok((Accel::Tcg, "/dev/kvm cannot be opened".into()));
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let nested = |module: &str| std::fs::read_to_string(format!("/sys/module/{module}/parameters/nested")).ok();
-    if let Err(why) = nested_virtualisation(&cpuinfo, nested("kvm_intel").as_deref(), nested("kvm_amd").as_deref()) {
+    let nested = |module: &str| {
+        std::fs::read_to_string(format!("/sys/module/{module}/parameters/nested")).ok()
+    };
+    if let Err(why) = nested_virtualisation(
+        &cpuinfo,
+        nested("kvm_intel").as_deref(),
+        nested("kvm_amd").as_deref(),
+    ) {
         return Ok((Accel::Tcg, why));
     }
     match xen_banner_under_kvm(xen, Duration::from_secs(30))? {
         Ok(()) => Ok((Accel::Kvm, "Xen printed its banner under KVM here".into())),
-        Err(why) => Ok((Accel::Tcg, format!("Xen does not start under KVM here: {why}"))),
+        Err(why) => Ok((
+            Accel::Tcg,
+            format!("Xen does not start under KVM here: {why}"),
+        )),
     }
 }
 
@@ -57,13 +71,34 @@ pub fn detect(xen: &Path) -> Result<(Accel, String)> {
 fn xen_banner_under_kvm(xen: &Path, patience: Duration) -> Result<Result<(), String>> {
     let xen = xen.display().to_string();
     let expr = duct::cmd!(
-        QEMU, "-accel", "kvm", "-machine", "q35", "-cpu", "host", "-m", "512M", "-nodefaults", "-display", "none",
-        "-no-reboot", "-serial", "stdio", "-monitor", "none", "-kernel", xen, "-append", "console=com1 noreboot"
+        QEMU,
+        "-accel",
+        "kvm",
+        "-machine",
+        "q35",
+        "-cpu",
+        "host",
+        "-m",
+        "512M",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-kernel",
+        xen,
+        "-append",
+        "console=com1 noreboot"
     )
     .stdin_null()
     .stderr_to_stdout()
     .unchecked();
-    let handle = crate::process::supervised(expr).reader().with_context(|| format!("cannot run {QEMU}"))?;
+    let handle = crate::process::supervised(expr)
+        .reader()
+        .with_context(|| format!("cannot run {QEMU}"))?;
     let until = Instant::now() + patience;
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::sync::Arc::new(handle);
@@ -81,16 +116,24 @@ fn xen_banner_under_kvm(xen: &Path, patience: Duration) -> Result<Result<(), Str
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
             Ok(line) if line.contains("(XEN) Xen version ") => break Ok(()),
             // QEMU stops the guest and waits: nothing more will come.
-            Ok(line) if line.contains("KVM internal error") => break Err(format!("QEMU said: {}", line.trim())),
+            Ok(line) if line.contains("KVM internal error") => {
+                break Err(format!("QEMU said: {}", line.trim()))
+            }
             Ok(line) => {
                 if said.len() < 5 && !line.trim().is_empty() {
                     said.push(line.trim().to_string());
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                break Err(format!("no banner within {} s{}", patience.as_secs(), quoted(&said)))
+                break Err(format!(
+                    "no banner within {} s{}",
+                    patience.as_secs(),
+                    quoted(&said)
+                ))
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Err(format!("QEMU exited before Xen's banner{}", quoted(&said))),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(format!("QEMU exited before Xen's banner{}", quoted(&said)))
+            }
         }
     };
     let _ = reader.kill();
@@ -110,10 +153,17 @@ fn quoted(lines: &[String]) -> String {
 /// parameter, its contents given). A /dev/kvm without them (seen: one of
 /// a sandbox's own, with neither flag and no kvm_intel) starts a guest
 /// and then cannot run Xen, which stops on a KVM emulation error.
-pub fn nested_virtualisation(cpuinfo: &str, intel_nested: Option<&str>, amd_nested: Option<&str>) -> Result<(), String> {
+pub fn nested_virtualisation(
+    cpuinfo: &str,
+    intel_nested: Option<&str>,
+    amd_nested: Option<&str>,
+) -> Result<(), String> {
     let flags: Vec<&str> = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.trim_start().strip_prefix(':')))
+        .find_map(|l| {
+            l.strip_prefix("flags")
+                .and_then(|r| r.trim_start().strip_prefix(':'))
+        })
         .unwrap_or("")
         .split_whitespace()
         .collect();
@@ -150,7 +200,11 @@ mod tests {
     #[ignore]
     fn probe_boots_xen() {
         let artifacts = crate::paths::cache().unwrap().join("artifacts");
-        let xen = std::fs::read_dir(&artifacts).unwrap().map(|e| e.unwrap().path().join("xen")).find(|x| x.exists()).expect("a build in the cache");
+        let xen = std::fs::read_dir(&artifacts)
+            .unwrap()
+            .map(|e| e.unwrap().path().join("xen"))
+            .find(|x| x.exists())
+            .expect("a build in the cache");
         let got = xen_banner_under_kvm(&xen, Duration::from_secs(30)).unwrap();
         eprintln!("{}: {got:?}", xen.display());
     }
@@ -164,13 +218,24 @@ mod tests {
     #[test]
     fn kvm_is_used_only_where_it_passes_vmx_or_svm_on() {
         // The same CPU as if it had VMX (or SVM), by its flags.
-        let with = |flag: &str| PVM_CPUINFO.replacen("flags\t\t: fpu", &format!("flags\t\t: fpu {flag}"), 1);
+        let with = |flag: &str| {
+            PVM_CPUINFO.replacen("flags\t\t: fpu", &format!("flags\t\t: fpu {flag}"), 1)
+        };
         let vmx = with("vmx");
         assert_eq!(nested_virtualisation(&vmx, Some("Y\n"), None), Ok(()));
-        assert_eq!(nested_virtualisation(&with("svm"), None, Some("1\n")), Ok(()));
+        assert_eq!(
+            nested_virtualisation(&with("svm"), None, Some("1\n")),
+            Ok(())
+        );
         let err = nested_virtualisation(&vmx, Some("N\n"), None).unwrap_err();
-        assert!(err.contains("/sys/module/kvm_intel/parameters/nested is \"N\""), "{err}");
+        assert!(
+            err.contains("/sys/module/kvm_intel/parameters/nested is \"N\""),
+            "{err}"
+        );
         let err = nested_virtualisation(&vmx, None, Some("1\n")).unwrap_err();
-        assert_eq!(err, "kvm_intel is not loaded, so KVM here cannot give Xen VMX");
+        assert_eq!(
+            err,
+            "kvm_intel is not loaded, so KVM here cannot give Xen VMX"
+        );
     }
 }

@@ -50,12 +50,28 @@ pub struct RunDir(PathBuf);
 
 impl RunDir {
     pub fn new(base: &str, build: &str, topology: &str, scenario: &str) -> RunDir {
-        RunDir(paths::output().join("runs").join(base).join(build).join(topology).join(scenario))
+        RunDir(
+            paths::output()
+                .join("runs")
+                .join(base)
+                .join(build)
+                .join(topology)
+                .join(scenario),
+        )
     }
 
     /// The directory of one build's boot with a topology and scenario.
-    pub fn of(artifacts: &crate::build::Artifacts, topology: &Topology, scenario: &Scenario) -> RunDir {
-        RunDir::new(&artifacts.base, artifacts.label(), &topology.name, &scenario.name)
+    pub fn of(
+        artifacts: &crate::build::Artifacts,
+        topology: &Topology,
+        scenario: &Scenario,
+    ) -> RunDir {
+        RunDir::new(
+            &artifacts.base,
+            artifacts.label(),
+            &topology.name,
+            &scenario.name,
+        )
     }
 
     pub fn path(&self) -> &Path {
@@ -103,7 +119,8 @@ impl RunDir {
     /// two runs sharing a checkout never boot into the same directory at
     /// once (the second waits, and says so).
     pub fn lock(&self) -> Result<crate::lock::Guard> {
-        std::fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
+        std::fs::create_dir_all(&self.0)
+            .with_context(|| format!("creating {}", self.0.display()))?;
         crate::lock::exclusive(&self.0.join(".lock"), "boot directory")
     }
 }
@@ -119,7 +136,12 @@ impl Delivery {
     pub fn of(scenario: &Scenario) -> Result<Delivery> {
         let mut archive = Vec::new();
         image::scenario(scenario).write(&mut archive)?;
-        let mut bytes = format!("numa-harness scenario {} {}\n", archive.len(), paths::sha256_hex(&archive)).into_bytes();
+        let mut bytes = format!(
+            "numa-harness scenario {} {}\n",
+            archive.len(),
+            paths::sha256_hex(&archive)
+        )
+        .into_bytes();
         bytes.extend(archive);
         Ok(Delivery(bytes))
     }
@@ -155,12 +177,21 @@ impl ScenarioLine {
         // Read and write: opening does not wait for QEMU, and the bytes
         // written stay in the FIFO as long as this end is open.
         let input = fifo_end(path, "in");
-        let input = std::fs::OpenOptions::new().read(true).write(true).open(&input).with_context(|| format!("opening {}", input.display()))?;
-        Ok(ScenarioLine { path: path.to_path_buf(), input })
+        let input = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&input)
+            .with_context(|| format!("opening {}", input.display()))?;
+        Ok(ScenarioLine {
+            path: path.to_path_buf(),
+            input,
+        })
     }
 
     fn send(&mut self, delivery: &Delivery) -> Result<()> {
-        self.input.write_all(delivery.bytes()).with_context(|| format!("writing the scenario into {}.in", self.path.display()))
+        self.input
+            .write_all(delivery.bytes())
+            .with_context(|| format!("writing the scenario into {}.in", self.path.display()))
     }
 }
 
@@ -180,10 +211,12 @@ fn make_fifos(path: &Path) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", fifo.display())),
         }
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).context("a path with a NUL byte")?;
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes())
+            .context("a path with a NUL byte")?;
         // SAFETY: mkfifo with a valid C string.
         if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("making the FIFO {}", fifo.display()));
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("making the FIFO {}", fifo.display()));
         }
     }
     Ok(())
@@ -198,7 +231,10 @@ fn fifo_end(path: &Path, end: &str) -> PathBuf {
 /// A socket path short enough for a Unix socket (108 bytes), wherever the
 /// run directory is: in a temporary directory removed with it.
 fn qmp_socket() -> Result<(tempfile::TempDir, PathBuf)> {
-    let dir = tempfile::Builder::new().prefix("numa-harness-qmp").tempdir().context("making a directory for QEMU's QMP socket")?;
+    let dir = tempfile::Builder::new()
+        .prefix("numa-harness-qmp")
+        .tempdir()
+        .context("making a directory for QEMU's QMP socket")?;
     let socket = dir.path().join("qmp");
     Ok((dir, socket))
 }
@@ -213,24 +249,45 @@ fn said(stderr: &Path) -> String {
 }
 
 fn machine_error(what: &str, e: anyhow::Error, log: &Path, stderr: &Path) -> BootError {
-    BootError::Setup(anyhow::anyhow!("{what}: {e:#}; console log: {}{}", log.display(), said(stderr)))
+    BootError::Setup(anyhow::anyhow!(
+        "{what}: {e:#}; console log: {}{}",
+        log.display(),
+        said(stderr)
+    ))
 }
 
 /// Boots `host` until dom0 waits for its scenario, then writes the
 /// stopped machine's state, zstd-compressed, to `state`. The console log,
 /// QEMU's stderr and the timeline go into `dir`; `what` names the boot
 /// in the run's status.
-pub fn save(host: &Host, what: &str, dir: &Path, state: &Path, timeouts: &Timeouts) -> Result<(), BootError> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display())).map_err(BootError::Setup)?;
+pub fn save(
+    host: &Host,
+    what: &str,
+    dir: &Path,
+    state: &Path,
+    timeouts: &Timeouts,
+) -> Result<(), BootError> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+        .map_err(BootError::Setup)?;
     let (_socket_dir, socket) = qmp_socket().map_err(BootError::Setup)?;
-    let run = Run { console: Console::Watched, scenario_line: None, qmp: Some(socket.clone()), incoming: None };
+    let run = Run {
+        console: Console::Watched,
+        scenario_line: None,
+        qmp: Some(socket.clone()),
+        incoming: None,
+    };
     let cmd = host.command(&run);
     let (log, stderr) = (dir.join("console.log"), dir.join("qemu-stderr.log"));
     let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr));
     let mut w = Watcher::start(expr, &log, &stderr, Stage::Starting, what)?;
     let outcome = w.until(Goal::AwaitingScenario, timeouts).and_then(|()| {
-        let uri = format!("exec:zstd -1 -q -f -o {}", qemu::shell_words(&[state.display().to_string()]));
-        let mut qmp = Qmp::connect(&socket, Duration::from_secs(10)).map_err(|e| machine_error("cannot reach QEMU's QMP socket", e, &log, &stderr))?;
+        let uri = format!(
+            "exec:zstd -1 -q -f -o {}",
+            qemu::shell_words(&[state.display().to_string()])
+        );
+        let mut qmp = Qmp::connect(&socket, Duration::from_secs(10))
+            .map_err(|e| machine_error("cannot reach QEMU's QMP socket", e, &log, &stderr))?;
         qmp.execute("stop", serde_json::json!({}))
             .and_then(|_| qmp.save(&uri, Duration::from_secs(120)))
             .map_err(|e| machine_error("cannot save the booted host", e, &log, &stderr))?;
@@ -249,7 +306,9 @@ pub fn save(host: &Host, what: &str, dir: &Path, state: &Path, timeouts: &Timeou
 /// restored machine printed).
 pub fn restore(boot: &Boot, state: &Path, timeouts: &Timeouts) -> Result<String, BootError> {
     let run_dir = &boot.run_dir;
-    std::fs::create_dir_all(run_dir.path()).with_context(|| format!("creating {}", run_dir.path().display())).map_err(BootError::Setup)?;
+    std::fs::create_dir_all(run_dir.path())
+        .with_context(|| format!("creating {}", run_dir.path().display()))
+        .map_err(BootError::Setup)?;
     let mut line = ScenarioLine::make(&run_dir.scenario_line()).map_err(BootError::Setup)?;
     let (_socket_dir, socket) = qmp_socket().map_err(BootError::Setup)?;
     let run = Run {
@@ -261,11 +320,20 @@ pub fn restore(boot: &Boot, state: &Path, timeouts: &Timeouts) -> Result<String,
     let cmd = boot.host.command(&run);
     let (log, stderr) = (run_dir.console_log(), run_dir.qemu_stderr());
     let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr));
-    let mut w = Watcher::start(expr, &log, &stderr, Stage::Waiting, &format!("run {}", boot.name))?;
+    let mut w = Watcher::start(
+        expr,
+        &log,
+        &stderr,
+        Stage::Waiting,
+        &format!("run {}", boot.name),
+    )?;
     let resumed = (|| -> Result<()> {
         let mut qmp = Qmp::connect(&socket, Duration::from_secs(10))?;
         let now = qmp.wait_while("inmigrate", timeouts.delivery)?;
-        anyhow::ensure!(now == "paused", "QEMU is {now} after loading the state, not paused");
+        anyhow::ensure!(
+            now == "paused",
+            "QEMU is {now} after loading the state, not paused"
+        );
         // Only now: bytes QEMU took before the load would have gone to a
         // serial port the saved state then replaced.
         line.send(&boot.delivery)?;
@@ -275,7 +343,11 @@ pub fn restore(boot: &Boot, state: &Path, timeouts: &Timeouts) -> Result<String,
     if let Err(e) = resumed {
         w.finish();
         let why = format!("{e:#}{}", said(&stderr));
-        return Err(BootError::Resume { state: state.to_path_buf(), why, log });
+        return Err(BootError::Resume {
+            state: state.to_path_buf(),
+            why,
+            log,
+        });
     }
     w.reach(Milestone::Restored);
     w.enter(Stage::Waiting);
@@ -291,13 +363,26 @@ pub fn restore(boot: &Boot, state: &Path, timeouts: &Timeouts) -> Result<String,
 /// up, and what QEMU had passed on by then would be lost.)
 pub fn boot_whole(boot: &Boot, timeouts: &Timeouts) -> Result<String, BootError> {
     let run_dir = &boot.run_dir;
-    std::fs::create_dir_all(run_dir.path()).with_context(|| format!("creating {}", run_dir.path().display())).map_err(BootError::Setup)?;
+    std::fs::create_dir_all(run_dir.path())
+        .with_context(|| format!("creating {}", run_dir.path().display()))
+        .map_err(BootError::Setup)?;
     let mut line = ScenarioLine::make(&run_dir.scenario_line()).map_err(BootError::Setup)?;
-    let run = Run { console: Console::Watched, scenario_line: Some(run_dir.scenario_line()), qmp: None, incoming: None };
+    let run = Run {
+        console: Console::Watched,
+        scenario_line: Some(run_dir.scenario_line()),
+        qmp: None,
+        incoming: None,
+    };
     let cmd = boot.host.command(&run);
     let (log, stderr) = (run_dir.console_log(), run_dir.qemu_stderr());
     let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr));
-    let mut w = Watcher::start(expr, &log, &stderr, Stage::Starting, &format!("boot {}", boot.name))?;
+    let mut w = Watcher::start(
+        expr,
+        &log,
+        &stderr,
+        Stage::Starting,
+        &format!("boot {}", boot.name),
+    )?;
     let outcome = w
         .until(Goal::AwaitingScenario, timeouts)
         .and_then(|()| line.send(&boot.delivery).map_err(BootError::Setup))
@@ -312,13 +397,22 @@ pub fn boot_whole(boot: &Boot, timeouts: &Timeouts) -> Result<String, BootError>
 /// too; the scenario is sent once the log shows dom0 waiting for it.
 pub fn boot_interactive(boot: &Boot) -> Result<()> {
     let run_dir = &boot.run_dir;
-    std::fs::create_dir_all(run_dir.path()).with_context(|| format!("creating {}", run_dir.path().display()))?;
+    std::fs::create_dir_all(run_dir.path())
+        .with_context(|| format!("creating {}", run_dir.path().display()))?;
     let mut line = ScenarioLine::make(&run_dir.scenario_line())?;
     let log = run_dir.console_log();
     let _ = std::fs::remove_file(&log);
-    let run = Run { console: Console::Terminal { log: log.clone() }, scenario_line: Some(run_dir.scenario_line()), qmp: None, incoming: None };
+    let run = Run {
+        console: Console::Terminal { log: log.clone() },
+        scenario_line: Some(run_dir.scenario_line()),
+        qmp: None,
+        incoming: None,
+    };
     let cmd = boot.host.command(&run);
-    crate::say!("boot: interactive; Ctrl-A X quits QEMU, Ctrl-A C its monitor; log: {}", log.display());
+    crate::say!(
+        "boot: interactive; Ctrl-A X quits QEMU, Ctrl-A C its monitor; log: {}",
+        log.display()
+    );
     let qemu = duct::cmd(&cmd[0], &cmd[1..]).unchecked().start()?;
     let delivery = boot.delivery.clone();
     let sender = std::thread::spawn(move || -> Result<()> {
@@ -344,7 +438,12 @@ pub fn printable(boot: &Boot) -> Result<String> {
     let run_dir = &boot.run_dir;
     paths::write_atomic(&run_dir.delivery(), boot.delivery.bytes())?;
     make_fifos(&run_dir.scenario_line())?;
-    let run = Run { console: Console::Watched, scenario_line: Some(run_dir.scenario_line()), qmp: None, incoming: None };
+    let run = Run {
+        console: Console::Watched,
+        scenario_line: Some(run_dir.scenario_line()),
+        qmp: None,
+        incoming: None,
+    };
     Ok(format!(
         "{}\n# dom0 waits for its scenario on its second serial line; from another shell, once dom0 has printed\n# `{}`:\n# cat {} > {}",
         qemu::shell_words(&boot.host.command(&run)),
@@ -372,8 +471,14 @@ mod tests {
         assert_eq!(words[..2], ["numa-harness", "scenario"]);
         assert_eq!(words[2], archive.len().to_string());
         assert_eq!(words[3], paths::sha256_hex(archive));
-        let listing = duct::cmd!("cpio", "-t", "--quiet").stdin_bytes(archive).read().unwrap();
-        assert!(listing.lines().any(|l| l == "scenario/plan.sh"), "{listing}");
+        let listing = duct::cmd!("cpio", "-t", "--quiet")
+            .stdin_bytes(archive)
+            .read()
+            .unwrap();
+        assert!(
+            listing.lines().any(|l| l == "scenario/plan.sh"),
+            "{listing}"
+        );
     }
 
     /// What is written before anyone reads stays in the FIFO, and the
@@ -383,8 +488,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scenario");
         let mut line = ScenarioLine::make(&path).unwrap();
-        line.send(&Delivery(b"numa-harness scenario 0 x\n".to_vec())).unwrap();
-        let mut reader = std::fs::OpenOptions::new().read(true).write(true).open(fifo_end(&path, "in")).unwrap();
+        line.send(&Delivery(b"numa-harness scenario 0 x\n".to_vec()))
+            .unwrap();
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(fifo_end(&path, "in"))
+            .unwrap();
         let mut got = [0u8; 26];
         std::io::Read::read_exact(&mut reader, &mut got).unwrap();
         assert_eq!(&got, b"numa-harness scenario 0 x\n");

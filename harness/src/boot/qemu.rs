@@ -102,7 +102,10 @@ impl Host {
         args.extend(strings(&["-nodefaults", "-display", "none", "-no-reboot"]));
         // dom0's kernel comes first; Xen takes the FLASK policy out of the
         // other modules before it looks for dom0's initrd among the rest.
-        let mut modules = vec![module(&self.kernel, &self.dom0_cmdline.join(" ")), module(&self.image, "")];
+        let mut modules = vec![
+            module(&self.kernel, &self.dom0_cmdline.join(" ")),
+            module(&self.image, ""),
+        ];
         if let Some(policy) = &self.xsm_policy {
             modules.push(module(policy, ""));
         }
@@ -122,7 +125,10 @@ impl Host {
         let mut cmd = vec![QEMU.to_string()];
         cmd.extend(self.args());
         let chardev = match &run.console {
-            Console::Terminal { log } => format!("stdio,id=con,mux=on,signal=off,logfile={}", option_path(log)),
+            Console::Terminal { log } => format!(
+                "stdio,id=con,mux=on,signal=off,logfile={}",
+                option_path(log)
+            ),
             Console::Watched => "stdio,id=con,signal=off".to_string(),
         };
         cmd.extend(strings(&["-chardev", &chardev, "-serial", "chardev:con"]));
@@ -137,10 +143,19 @@ impl Host {
             Console::Watched => cmd.extend(strings(&["-monitor", "none"])),
         }
         if let Some(socket) = &run.qmp {
-            cmd.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", option_path(socket))]);
+            cmd.extend([
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", option_path(socket)),
+            ]);
         }
         if let Some(state) = &run.incoming {
-            cmd.extend(["-incoming".into(), format!("exec:zstd -dcq {}", shell_words(&[state.display().to_string()]))]);
+            cmd.extend([
+                "-incoming".into(),
+                format!(
+                    "exec:zstd -dcq {}",
+                    shell_words(&[state.display().to_string()])
+                ),
+            ]);
         }
         cmd
     }
@@ -159,7 +174,11 @@ fn option_path(path: &Path) -> String {
 /// A multiboot module with its arguments. Modules are separated by commas:
 /// a comma inside one is written twice.
 fn module(path: &Path, args: &str) -> String {
-    let module = if args.is_empty() { path.display().to_string() } else { format!("{} {args}", path.display()) };
+    let module = if args.is_empty() {
+        path.display().to_string()
+    } else {
+        format!("{} {args}", path.display())
+    };
     module.replace(',', ",,")
 }
 
@@ -169,7 +188,9 @@ pub fn version() -> Result<&'static str> {
     if let Some(v) = VERSION.get() {
         return Ok(v);
     }
-    let v = duct::cmd!(QEMU, "--version").read().with_context(|| format!("cannot run {QEMU} --version"))?;
+    let v = duct::cmd!(QEMU, "--version")
+        .read()
+        .with_context(|| format!("cannot run {QEMU} --version"))?;
     Ok(VERSION.get_or_init(|| v))
 }
 
@@ -177,7 +198,10 @@ pub fn version() -> Result<&'static str> {
 pub fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {
-            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', "'\\''"))
@@ -210,7 +234,12 @@ mod tests {
     #[test]
     fn command_lines() {
         let h = host();
-        let save = Run { console: Console::Watched, scenario_line: None, qmp: Some("/tmp/q/qmp".into()), incoming: None };
+        let save = Run {
+            console: Console::Watched,
+            scenario_line: None,
+            qmp: Some("/tmp/q/qmp".into()),
+            incoming: None,
+        };
         assert_eq!(
             shell_words(&h.command(&save)),
             "qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu qemu64,+svm,+npt,+rdrand -m 2048M \
@@ -230,14 +259,34 @@ mod tests {
             "-chardev pipe,id=scenario,path=/r/scenario -serial chardev:scenario -monitor none \
              -qmp unix:/tmp/q/qmp,server=on,wait=off -incoming 'exec:zstd -dcq /c/states/k.zst'"
         ), "{line}");
-        let flask = Host { xsm_policy: Some("/c/artifacts/k/xenpolicy".into()), counted: true, ..host() };
-        let interactive = Run { console: Console::Terminal { log: "/r/console.log".into() }, scenario_line: Some("/r/s".into()), qmp: None, incoming: None };
+        let flask = Host {
+            xsm_policy: Some("/c/artifacts/k/xenpolicy".into()),
+            counted: true,
+            ..host()
+        };
+        let interactive = Run {
+            console: Console::Terminal {
+                log: "/r/console.log".into(),
+            },
+            scenario_line: Some("/r/s".into()),
+            qmp: None,
+            incoming: None,
+        };
         let line = shell_words(&flask.command(&interactive));
-        assert!(line.contains(" -accel tcg -cpu qemu64,+svm,+npt,+rdrand -icount shift=1,sleep=off -m "), "{line}");
+        assert!(
+            line.contains(
+                " -accel tcg -cpu qemu64,+svm,+npt,+rdrand -icount shift=1,sleep=off -m "
+            ),
+            "{line}"
+        );
         assert!(line.contains("-initrd '/c/images/vmlinux-ab console=hvc0 quiet,/c/images/cd.cpio,/c/artifacts/k/xenpolicy'"), "{line}");
         assert!(line.ends_with("-chardev stdio,id=con,mux=on,signal=off,logfile=/r/console.log -serial chardev:con \
              -chardev pipe,id=scenario,path=/r/s -serial chardev:scenario -mon chardev=con,mode=readline"), "{line}");
-        assert_eq!(h.args(), h.args(), "the host's part is the same whatever the run");
+        assert_eq!(
+            h.args(),
+            h.args(),
+            "the host's part is the same whatever the run"
+        );
     }
 
     #[test]
@@ -247,10 +296,22 @@ mod tests {
 
     #[test]
     fn shell_words_round_trip() {
-        let args: Vec<String> = ["qemu", "-append", "a b", "it's", "", "x=1,y"].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["qemu", "-append", "a b", "it's", "", "x=1,y"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let line = shell_words(&args);
         assert_eq!(line, "qemu -append 'a b' 'it'\\''s' '' x=1,y");
-        let back = duct::cmd!("sh", "-c", format!("for a in {line}; do printf '%s\\n' \"$a\"; done")).read().unwrap();
-        assert_eq!(back.lines().collect::<Vec<_>>(), ["qemu", "-append", "a b", "it's", "", "x=1,y"]);
+        let back = duct::cmd!(
+            "sh",
+            "-c",
+            format!("for a in {line}; do printf '%s\\n' \"$a\"; done")
+        )
+        .read()
+        .unwrap();
+        assert_eq!(
+            back.lines().collect::<Vec<_>>(),
+            ["qemu", "-append", "a b", "it's", "", "x=1,y"]
+        );
     }
 }

@@ -25,17 +25,31 @@ impl Qmp {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
                 Err(e) if Instant::now() >= until => {
-                    return Err(e).with_context(|| format!("QEMU's QMP socket {} did not open within {} s", socket.display(), patience.as_secs()))
+                    return Err(e).with_context(|| {
+                        format!(
+                            "QEMU's QMP socket {} did not open within {} s",
+                            socket.display(),
+                            patience.as_secs()
+                        )
+                    })
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
-        stream.set_read_timeout(Some(Duration::from_secs(60))).context("setting a timeout on the QMP socket")?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .context("setting a timeout on the QMP socket")?;
         let writer = stream.try_clone().context("cloning the QMP socket")?;
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
         let greeting = qmp.message()?;
         if greeting.get("QMP").is_none() {
-            bail!("QEMU's QMP socket {} did not greet with QMP: {greeting}", socket.display());
+            bail!(
+                "QEMU's QMP socket {} did not greet with QMP: {greeting}",
+                socket.display()
+            );
         }
         qmp.execute("qmp_capabilities", json!({}))?;
         Ok(qmp)
@@ -44,11 +58,15 @@ impl Qmp {
     /// The next message QEMU sends.
     fn message(&mut self) -> Result<Value> {
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).context("reading from QEMU's QMP socket")?;
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .context("reading from QEMU's QMP socket")?;
         if n == 0 {
             bail!("QEMU closed its QMP socket");
         }
-        serde_json::from_str(&line).with_context(|| format!("QEMU sent something that is not QMP: {line:?}"))
+        serde_json::from_str(&line)
+            .with_context(|| format!("QEMU sent something that is not QMP: {line:?}"))
     }
 
     /// Runs a command and returns its `return` value; QEMU's error is an
@@ -59,14 +77,18 @@ impl Qmp {
         } else {
             json!({ "execute": command, "arguments": arguments })
         };
-        writeln!(self.writer, "{request}").with_context(|| format!("sending QMP command {command}"))?;
+        writeln!(self.writer, "{request}")
+            .with_context(|| format!("sending QMP command {command}"))?;
         loop {
             let reply = self.message()?;
             if let Some(value) = reply.get("return") {
                 return Ok(value.clone());
             }
             if let Some(error) = reply.get("error") {
-                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("no description");
+                let desc = error
+                    .get("desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no description");
                 bail!("QEMU refused QMP command {command}: {desc}");
             }
         }
@@ -75,7 +97,10 @@ impl Qmp {
     /// The machine's run state (`running`, `paused`, `inmigrate`, ...).
     pub fn status(&mut self) -> Result<String> {
         let v = self.execute("query-status", json!({}))?;
-        Ok(v.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string())
+        Ok(v.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string())
     }
 
     /// Waits until the machine has left `state` (e.g. `inmigrate` while an
@@ -104,10 +129,16 @@ impl Qmp {
             match info.get("status").and_then(Value::as_str) {
                 Some("completed") => return Ok(()),
                 Some("failed" | "cancelled") => {
-                    let why = info.get("error-desc").and_then(Value::as_str).unwrap_or("no reason given");
+                    let why = info
+                        .get("error-desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given");
                     bail!("QEMU could not save the machine's state: {why}");
                 }
-                _ if Instant::now() >= until => bail!("saving the machine's state took more than {} s", patience.as_secs()),
+                _ if Instant::now() >= until => bail!(
+                    "saving the machine's state took more than {} s",
+                    patience.as_secs()
+                ),
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
         }

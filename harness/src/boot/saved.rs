@@ -34,7 +34,9 @@ pub struct Saved {
 /// A host's key: its command line, QEMU's version and [`RECIPE`].
 pub fn key(host: &Host) -> anyhow::Result<String> {
     let mut k = paths::KeyBuilder::default();
-    k.add("qemu arguments", host.args().join("\0")).add("qemu", qemu::version()?).add("recipe", RECIPE);
+    k.add("qemu arguments", host.args().join("\0"))
+        .add("qemu", qemu::version()?)
+        .add("recipe", RECIPE);
     Ok(k.finish())
 }
 
@@ -57,15 +59,27 @@ impl Saved {
 /// Checks a state file's compressed frames end to end (`zstd -t`): a state
 /// cut short is never kept.
 fn check(state: &Path) -> anyhow::Result<()> {
-    let out = duct::cmd!("zstd", "-tq", state).stderr_capture().unchecked().run().context("running zstd -t")?;
-    anyhow::ensure!(out.status.success(), "the saved state {} is damaged: {}", state.display(), String::from_utf8_lossy(&out.stderr).trim());
+    let out = duct::cmd!("zstd", "-tq", state)
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running zstd -t")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the saved state {} is damaged: {}",
+        state.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 
 /// Removes a saved host from the cache (one QEMU could not load), so that
 /// the next use boots and saves it again.
 pub fn forget(saved: &Saved) {
-    crate::say!("boot: removing the saved host {} from the cache", saved.state.display());
+    crate::say!(
+        "boot: removing the saved host {} from the cache",
+        saved.state.display()
+    );
     for f in [&saved.state, &saved.console, &saved.timeline] {
         let _ = std::fs::remove_file(f);
     }
@@ -86,7 +100,12 @@ pub enum Made {
 /// `console.stalled.log`); `what` says what it is for, in the run's
 /// status. Another thread or run making the same state
 /// meanwhile is waited for.
-pub fn get(host: &Host, what: &str, dir: &Path, timeouts: &Timeouts) -> Result<(Saved, Made), BootError> {
+pub fn get(
+    host: &Host,
+    what: &str,
+    dir: &Path,
+    timeouts: &Timeouts,
+) -> Result<(Saved, Made), BootError> {
     let key = key(host).map_err(BootError::Setup)?;
     let saved = Saved::at(&key).map_err(BootError::Setup)?;
     if saved.state.exists() {
@@ -113,13 +132,15 @@ pub fn get(host: &Host, what: &str, dir: &Path, timeouts: &Timeouts) -> Result<(
         return Err(e);
     }
     let keep = || -> anyhow::Result<()> {
-        let console = std::fs::read(dir.join("console.log")).with_context(|| format!("reading {}", dir.join("console.log").display()))?;
+        let console = std::fs::read(dir.join("console.log"))
+            .with_context(|| format!("reading {}", dir.join("console.log").display()))?;
         paths::write_atomic(&saved.console, &console)?;
         if let Ok(t) = std::fs::read(dir.join(timeline::FILE)) {
             paths::write_atomic(&saved.timeline, &t)?;
         }
         // Last: the state's name says the entry is complete.
-        std::fs::rename(&tmp, &saved.state).with_context(|| format!("renaming {} to {}", tmp.display(), saved.state.display()))
+        std::fs::rename(&tmp, &saved.state)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), saved.state.display()))
     };
     keep().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

@@ -117,7 +117,11 @@ const PHASES: &[(&str, &[Milestone], Milestone)] = {
         ("Xen daemons starting", &[Dom0Init], DaemonsStarted),
         ("host state saved", &[AwaitingScenario], Saved),
         ("host state loaded", &[], Restored),
-        ("scenario delivered", &[Restored, AwaitingScenario], ScenarioReceived),
+        (
+            "scenario delivered",
+            &[Restored, AwaitingScenario],
+            ScenarioReceived,
+        ),
         ("scenario", &[ScenarioReceived], ScenarioDone),
         ("result block printed", &[ScenarioDone], ResultEnd),
         ("domains destroyed", &[ResultEnd], TornDown),
@@ -128,7 +132,10 @@ const PHASES: &[(&str, &[Milestone], Milestone)] = {
 /// Where a phase (by name) comes in a boot: summaries list phases in
 /// this order.
 pub fn phase_order(name: &str) -> usize {
-    PHASES.iter().position(|(n, _, _)| *n == name).unwrap_or(PHASES.len())
+    PHASES
+        .iter()
+        .position(|(n, _, _)| *n == name)
+        .unwrap_or(PHASES.len())
 }
 
 impl Timeline {
@@ -139,7 +146,10 @@ impl Timeline {
     }
 
     pub fn get(&self, m: Milestone) -> Option<Duration> {
-        self.0.iter().find(|(seen, _)| *seen == m).map(|(_, at)| *at)
+        self.0
+            .iter()
+            .find(|(seen, _)| *seen == m)
+            .map(|(_, at)| *at)
     }
 
     /// The time between consecutive milestones, named for what the boot
@@ -161,8 +171,12 @@ impl Timeline {
     pub fn parse(text: &str) -> Timeline {
         let mut t = Timeline::default();
         for line in text.lines() {
-            let Some((name, secs)) = line.split_once(' ') else { continue };
-            let Some(m) = Milestone::ALL.into_iter().find(|m| m.name() == name) else { continue };
+            let Some((name, secs)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some(m) = Milestone::ALL.into_iter().find(|m| m.name() == name) else {
+                continue;
+            };
             if let Ok(secs) = secs.trim().parse::<f64>() {
                 t.reach(m, Duration::from_secs_f64(secs));
             }
@@ -189,15 +203,33 @@ mod tests {
     #[test]
     fn phases_of_a_host_and_a_restored_run() {
         let host = Timeline::parse("xen-started 0.2\nxen-booted 4.6\ndom0-init 12.6\ndaemons-started 13.0\nawaiting-scenario 13.1\nsaved 15.0\n");
-        let names = |t: &Timeline| t.phases().into_iter().map(|(n, d)| format!("{n} {:.1}", d.as_secs_f64())).collect::<Vec<_>>();
+        let names = |t: &Timeline| {
+            t.phases()
+                .into_iter()
+                .map(|(n, d)| format!("{n} {:.1}", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             names(&host),
-            ["QEMU and Xen loading 0.2", "Xen booting 4.4", "dom0 kernel booting 8.0", "Xen daemons starting 0.4", "host state saved 1.9"]
+            [
+                "QEMU and Xen loading 0.2",
+                "Xen booting 4.4",
+                "dom0 kernel booting 8.0",
+                "Xen daemons starting 0.4",
+                "host state saved 1.9"
+            ]
         );
         let run = Timeline::parse("restored 1.1\nscenario-received 2.0\nscenario-done 5.5\nresult-printed 5.6\ntorn-down 6.0\nstopped 6.5\n");
         assert_eq!(
             names(&run),
-            ["host state loaded 1.1", "scenario delivered 0.9", "scenario 3.5", "result block printed 0.1", "domains destroyed 0.4", "power-off 0.5"]
+            [
+                "host state loaded 1.1",
+                "scenario delivered 0.9",
+                "scenario 3.5",
+                "result block printed 0.1",
+                "domains destroyed 0.4",
+                "power-off 0.5"
+            ]
         );
         assert_eq!(Timeline::parse(&run.to_string()), run);
     }
@@ -205,7 +237,8 @@ mod tests {
     /// A boot that is not saved receives its scenario once dom0 waits.
     #[test]
     fn a_full_boot_is_delivered_its_scenario_once_dom0_waits() {
-        let t = Timeline::parse("xen-started 0.2\nawaiting-scenario 13.1\nscenario-received 13.3\n");
+        let t =
+            Timeline::parse("xen-started 0.2\nawaiting-scenario 13.1\nscenario-received 13.3\n");
         assert_eq!(t.phases()[1].0, "scenario delivered");
         assert!((t.phases()[1].1.as_secs_f64() - 0.2).abs() < 1e-9);
     }

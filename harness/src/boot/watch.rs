@@ -24,20 +24,34 @@ pub enum BootError {
     /// The boot could not even be set up (files, QEMU not startable).
     Setup(anyhow::Error),
     /// QEMU exited before the result block.
-    QemuExited { status: String, stage: Stage, stderr: String, log: PathBuf },
+    QemuExited {
+        status: String,
+        stage: Stage,
+        stderr: String,
+        log: PathBuf,
+    },
     /// Xen panicked.
     XenPanic { message: Vec<String>, log: PathBuf },
     /// dom0's kernel panicked, Xen saw dom0 crash, or dom0's init gave up.
     Dom0Died { line: String, log: PathBuf },
     /// Nothing decisive before the stage's timeout (power-off included:
     /// a machine that does not stop after its result block is an error).
-    Timeout { stage: Stage, after: Duration, log: PathBuf, stderr: String },
+    Timeout {
+        stage: Stage,
+        after: Duration,
+        log: PathBuf,
+        stderr: String,
+    },
     /// After the result block, dom0 could not destroy the domains it
     /// created, or did not say it had.
     Teardown { line: String, log: PathBuf },
     /// QEMU could not load a saved host, or the loaded machine would not
     /// run: the saved state is bad.
-    Resume { state: PathBuf, why: String, log: PathBuf },
+    Resume {
+        state: PathBuf,
+        why: String,
+        log: PathBuf,
+    },
 }
 
 impl BootError {
@@ -46,7 +60,9 @@ impl BootError {
     /// machine went silent after Xen started.
     pub fn is_stall(&self) -> bool {
         match self {
-            BootError::Dom0Died { line, .. } => line.contains("stall") || line.contains("soft lockup"),
+            BootError::Dom0Died { line, .. } => {
+                line.contains("stall") || line.contains("soft lockup")
+            }
             BootError::Timeout { stage, .. } => *stage >= Stage::Dom0 && *stage < Stage::Done,
             _ => false,
         }
@@ -68,29 +84,75 @@ impl fmt::Display for BootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootError::Setup(e) => write!(f, "cannot start the boot: {e:#}"),
-            BootError::QemuExited { status, stage, stderr, log } => {
-                write!(f, "QEMU exited ({status}) {}; console log: {}", stage.exited(), log.display())?;
+            BootError::QemuExited {
+                status,
+                stage,
+                stderr,
+                log,
+            } => {
+                write!(
+                    f,
+                    "QEMU exited ({status}) {}; console log: {}",
+                    stage.exited(),
+                    log.display()
+                )?;
                 if !stderr.trim().is_empty() {
-                    write!(f, "\nQEMU said:\n    {}", stderr.trim().replace('\n', "\n    "))?;
+                    write!(
+                        f,
+                        "\nQEMU said:\n    {}",
+                        stderr.trim().replace('\n', "\n    ")
+                    )?;
                 }
                 Ok(())
             }
-            BootError::XenPanic { message, log } => write!(f, "Xen panicked:\n    {}\nconsole log: {}", message.join("\n    "), log.display()),
-            BootError::Dom0Died { line, log } => write!(f, "dom0 died before its result block: {line}\nconsole log: {}", log.display()),
+            BootError::XenPanic { message, log } => write!(
+                f,
+                "Xen panicked:\n    {}\nconsole log: {}",
+                message.join("\n    "),
+                log.display()
+            ),
+            BootError::Dom0Died { line, log } => write!(
+                f,
+                "dom0 died before its result block: {line}\nconsole log: {}",
+                log.display()
+            ),
             BootError::Resume { state, why, log } => {
-                write!(f, "cannot resume the saved host {}: {why}\nconsole log: {}", state.display(), log.display())
+                write!(
+                    f,
+                    "cannot resume the saved host {}: {why}\nconsole log: {}",
+                    state.display(),
+                    log.display()
+                )
             }
             BootError::Teardown { line, log } => {
                 write!(f, "the scenario's domains were not all destroyed after the result block: {line}\nconsole log: {}", log.display())
             }
-            BootError::Timeout { stage, after, log, stderr } => {
-                write!(f, "timed out after {} s {}; console log: {}", after.as_secs(), stage.waiting_for(), log.display())?;
+            BootError::Timeout {
+                stage,
+                after,
+                log,
+                stderr,
+            } => {
+                write!(
+                    f,
+                    "timed out after {} s {}; console log: {}",
+                    after.as_secs(),
+                    stage.waiting_for(),
+                    log.display()
+                )?;
                 if !stderr.trim().is_empty() {
-                    write!(f, "\nQEMU said:\n    {}", stderr.trim().replace('\n', "\n    "))?;
+                    write!(
+                        f,
+                        "\nQEMU said:\n    {}",
+                        stderr.trim().replace('\n', "\n    ")
+                    )?;
                 }
                 if stderr.contains("KVM internal error") {
                     // QEMU stops the guest and waits: only the timeout ends it.
-                    write!(f, "\n(KVM here cannot run this Xen: run with NUMA_HARNESS_ACCEL=tcg)")
+                    write!(
+                        f,
+                        "\n(KVM here cannot run this Xen: run with NUMA_HARNESS_ACCEL=tcg)"
+                    )
                 } else {
                     write!(f, "\n(raise every timeout with --timeout-scale or NUMA_HARNESS_TIMEOUT_SCALE)")
                 }
@@ -201,13 +263,27 @@ impl Watcher {
     /// Starts `expr`, logging its console to `log`, the machine in `stage`
     /// (a restored one is already past its boot); `what` names it in the
     /// run's status.
-    pub fn start(expr: duct::Expression, log: &Path, stderr: &Path, stage: Stage, what: &str) -> Result<Watcher, BootError> {
-        let file = File::create(log).with_context(|| format!("creating {}", log.display())).map_err(BootError::Setup)?;
+    pub fn start(
+        expr: duct::Expression,
+        log: &Path,
+        stderr: &Path,
+        stage: Stage,
+        what: &str,
+    ) -> Result<Watcher, BootError> {
+        let file = File::create(log)
+            .with_context(|| format!("creating {}", log.display()))
+            .map_err(BootError::Setup)?;
         // The console's input: where a machine hangs, Xen is asked for its
         // state through it (see XEN_STATE_KEYS).
-        let (console_in, keys) = os_pipe::pipe().context("cannot make a pipe for the console's input").map_err(BootError::Setup)?;
+        let (console_in, keys) = os_pipe::pipe()
+            .context("cannot make a pipe for the console's input")
+            .map_err(BootError::Setup)?;
         let handle = Arc::new(
-            expr.stdin_file(console_in).unchecked().reader().context("cannot start QEMU").map_err(BootError::Setup)?,
+            expr.stdin_file(console_in)
+                .unchecked()
+                .reader()
+                .context("cannot start QEMU")
+                .map_err(BootError::Setup)?,
         );
         let (tx, lines) = mpsc::channel();
         let reader = Arc::clone(&handle);
@@ -221,7 +297,9 @@ impl Watcher {
                 match r.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
                         if tx.send(Msg::Line(line)).is_err() {
                             return;
                         }
@@ -289,8 +367,13 @@ impl Watcher {
         // After a failure, keep reading briefly for what explains it.
         let mut dying: Option<(Instant, BootError)> = None;
         loop {
-            let deadline = dying.as_ref().map_or_else(|| self.deadline(timeouts), |(until, _)| *until);
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let deadline = dying
+                .as_ref()
+                .map_or_else(|| self.deadline(timeouts), |(until, _)| *until);
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 Ok(Msg::Line(line)) => {
                     self.log_line(&line);
                     if let Some((_, err)) = &mut dying {
@@ -342,7 +425,11 @@ impl Watcher {
     fn judge(&mut self, line: &str) -> Verdict {
         // What the scenario's steps printed is theirs: a check may well
         // print "Kernel panic" without anything dying.
-        let event = if self.in_block && console::is_block_line(line) { None } else { console::event(line) };
+        let event = if self.in_block && console::is_block_line(line) {
+            None
+        } else {
+            console::event(line)
+        };
         if let Some(milestone) = Milestone::of(line, event.as_ref()) {
             self.reach(milestone);
         }
@@ -360,17 +447,47 @@ impl Watcher {
                 self.in_block = false;
                 self.advance(Stage::Done);
             }
-            Some(Event::Teardown { failed: 0 }) if self.stage == Stage::Done => self.torn_down = true,
-            Some(Event::Teardown { .. }) if self.stage == Stage::Done => {
-                return Verdict::Fails(BootError::Teardown { line: line.trim().to_string(), log: self.log.clone() }, second)
+            Some(Event::Teardown { failed: 0 }) if self.stage == Stage::Done => {
+                self.torn_down = true
             }
-            Some(Event::XenPanic) => return Verdict::Fails(BootError::XenPanic { message: Vec::new(), log: self.log.clone() }, 2 * second),
+            Some(Event::Teardown { .. }) if self.stage == Stage::Done => {
+                return Verdict::Fails(
+                    BootError::Teardown {
+                        line: line.trim().to_string(),
+                        log: self.log.clone(),
+                    },
+                    second,
+                )
+            }
+            Some(Event::XenPanic) => {
+                return Verdict::Fails(
+                    BootError::XenPanic {
+                        message: Vec::new(),
+                        log: self.log.clone(),
+                    },
+                    2 * second,
+                )
+            }
             // dom0 shutting down is its power-off after the block, a death
             // before it; a crash is a death at any time.
             Some(Event::Dom0Stopped(what)) if self.stage < Stage::Done => {
-                return Verdict::Fails(BootError::Dom0Died { line: what, log: self.log.clone() }, second)
+                return Verdict::Fails(
+                    BootError::Dom0Died {
+                        line: what,
+                        log: self.log.clone(),
+                    },
+                    second,
+                )
             }
-            Some(Event::Dom0Died(what)) => return Verdict::Fails(BootError::Dom0Died { line: what, log: self.log.clone() }, second),
+            Some(Event::Dom0Died(what)) => {
+                return Verdict::Fails(
+                    BootError::Dom0Died {
+                        line: what,
+                        log: self.log.clone(),
+                    },
+                    second,
+                )
+            }
             _ => {}
         }
         Verdict::Goes
@@ -411,7 +528,10 @@ impl Watcher {
     /// `quit`), logging what it still prints.
     pub fn wait_for_exit(&mut self, patience: Duration) {
         let until = Instant::now() + patience;
-        while let Ok(Msg::Line(line)) = self.lines.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        while let Ok(Msg::Line(line)) = self
+            .lines
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
             self.log_line(&line);
         }
     }
@@ -420,8 +540,12 @@ impl Watcher {
     /// log and returns the console's text.
     pub fn finish(mut self) -> String {
         let _ = self.handle.kill();
-        self.timeline.reach(Milestone::Stopped, self.start.elapsed());
-        let _ = std::fs::write(self.log.with_file_name(timeline::FILE), self.timeline.to_string());
+        self.timeline
+            .reach(Milestone::Stopped, self.start.elapsed());
+        let _ = std::fs::write(
+            self.log.with_file_name(timeline::FILE),
+            self.timeline.to_string(),
+        );
         std::mem::take(&mut self.text)
     }
 }
@@ -438,7 +562,11 @@ enum Verdict {
 fn add_panic_line(err: &mut BootError, line: &str) {
     if let BootError::XenPanic { message, .. } = err {
         let body = line.trim_start_matches("(XEN) ").trim();
-        if !body.is_empty() && !body.starts_with("****") && !body.starts_with("Reboot") && message.len() < 8 {
+        if !body.is_empty()
+            && !body.starts_with("****")
+            && !body.starts_with("Reboot")
+            && message.len() < 8
+        {
             message.push(body.to_string());
         }
     }
@@ -456,7 +584,12 @@ fn describe(status: &std::process::ExitStatus) -> String {
 /// Watches `expr` from its start to its power-off: a whole boot whose
 /// scenario is delivered without the harness's help.
 #[cfg(test)]
-pub fn watch(expr: duct::Expression, timeouts: &Timeouts, log: &Path, stderr: &Path) -> Result<String, BootError> {
+pub fn watch(
+    expr: duct::Expression,
+    timeouts: &Timeouts,
+    log: &Path,
+    stderr: &Path,
+) -> Result<String, BootError> {
     let mut w = Watcher::start(expr, log, stderr, Stage::Starting, "boot")?;
     let outcome = w.until(Goal::PowerOff, timeouts);
     let text = w.finish();
@@ -469,7 +602,14 @@ mod tests {
 
     fn timeouts(secs: u64) -> Timeouts {
         let d = Duration::from_secs(secs);
-        Timeouts { xen_banner: d, dom0_init: d, daemons: d, delivery: d, result: d, poweroff: d }
+        Timeouts {
+            xen_banner: d,
+            dom0_init: d,
+            daemons: d,
+            delivery: d,
+            result: d,
+            poweroff: d,
+        }
     }
 
     /// Runs a shell script as the "machine" whose stdout is the console.
@@ -477,13 +617,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let start = Instant::now();
         let stderr = dir.path().join("stderr.log");
-        let r = watch(duct::cmd!("sh", "-c", script).stderr_path(&stderr), &timeouts(secs), &dir.path().join("console.log"), &stderr);
+        let r = watch(
+            duct::cmd!("sh", "-c", script).stderr_path(&stderr),
+            &timeouts(secs),
+            &dir.path().join("console.log"),
+            &stderr,
+        );
         (r, start.elapsed())
     }
 
     const XEN: &str = "printf '(XEN) Xen version 4.17.5 (root@) debug=n\\r\\n'";
     const INIT: &str = "echo 'numa-harness: dom0 init started'";
-    const WAIT: &str = "echo 'numa-harness: xen daemons started'; echo 'numa-harness: waiting for a scenario'; \
+    const WAIT: &str =
+        "echo 'numa-harness: xen daemons started'; echo 'numa-harness: waiting for a scenario'; \
                         echo 'numa-harness: scenario received: x'";
     const BLOCK: &str = "echo '==== numa-harness result begin ===='; echo '### collect x rc=0 lines=1'; echo '|1| y'; \
                          echo '==== numa-harness result end: 1 steps, 0 failed ===='";
@@ -504,17 +650,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr.log");
         let script = format!("{XEN}; sleep 0.3; {INIT}; {WAIT}; {BLOCK}; {TEARDOWN}");
-        watch(duct::cmd!("sh", "-c", script).stderr_path(&stderr), &timeouts(10), &dir.path().join("console.log"), &stderr).unwrap();
+        watch(
+            duct::cmd!("sh", "-c", script).stderr_path(&stderr),
+            &timeouts(10),
+            &dir.path().join("console.log"),
+            &stderr,
+        )
+        .unwrap();
         let t = Timeline::parse(&std::fs::read_to_string(dir.path().join(timeline::FILE)).unwrap());
         let at = |m| t.get(m).unwrap_or_else(|| panic!("{m:?} missing from {t}"));
-        assert!(at(Milestone::Dom0Init) >= at(Milestone::XenStarted) + Duration::from_millis(250), "{t}");
-        assert!(at(Milestone::ResultEnd) <= at(Milestone::TornDown) && at(Milestone::TornDown) <= at(Milestone::Stopped), "{t}");
-        assert!(at(Milestone::AwaitingScenario) <= at(Milestone::ScenarioReceived), "{t}");
+        assert!(
+            at(Milestone::Dom0Init) >= at(Milestone::XenStarted) + Duration::from_millis(250),
+            "{t}"
+        );
+        assert!(
+            at(Milestone::ResultEnd) <= at(Milestone::TornDown)
+                && at(Milestone::TornDown) <= at(Milestone::Stopped),
+            "{t}"
+        );
+        assert!(
+            at(Milestone::AwaitingScenario) <= at(Milestone::ScenarioReceived),
+            "{t}"
+        );
         assert_eq!(t.get(Milestone::XenBooted), None, "{t}");
         let phases: Vec<&str> = t.phases().into_iter().map(|(name, _)| name).collect();
         assert_eq!(
             phases,
-            ["QEMU and Xen loading", "Xen daemons starting", "scenario delivered", "domains destroyed", "power-off"],
+            [
+                "QEMU and Xen loading",
+                "Xen daemons starting",
+                "scenario delivered",
+                "domains destroyed",
+                "power-off"
+            ],
             "{t}"
         );
     }
@@ -526,7 +694,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr.log");
         let script = format!("{XEN}; {INIT}; echo 'numa-harness: waiting for a scenario'; read go; {WAIT}; {BLOCK}; {TEARDOWN}");
-        let mut w = Watcher::start(duct::cmd!("sh", "-c", script).stderr_path(&stderr), &dir.path().join("console.log"), &stderr, Stage::Starting, "boot").unwrap();
+        let mut w = Watcher::start(
+            duct::cmd!("sh", "-c", script).stderr_path(&stderr),
+            &dir.path().join("console.log"),
+            &stderr,
+            Stage::Starting,
+            "boot",
+        )
+        .unwrap();
         let start = Instant::now();
         w.until(Goal::AwaitingScenario, &timeouts(10)).unwrap();
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -534,7 +709,10 @@ mod tests {
         writeln!(w.keys, "go").unwrap();
         w.until(Goal::PowerOff, &timeouts(10)).unwrap();
         let text = w.finish();
-        assert!(text.contains("numa-harness: teardown: 1 destroyed, 0 failed"), "{text}");
+        assert!(
+            text.contains("numa-harness: teardown: 1 destroyed, 0 failed"),
+            "{text}"
+        );
     }
 
     /// A restored run that never gets its scenario times out in the stage
@@ -543,11 +721,21 @@ mod tests {
     fn a_scenario_that_never_arrives_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let stderr = dir.path().join("stderr.log");
-        let mut w = Watcher::start(duct::cmd!("sh", "-c", "sleep 100").stderr_path(&stderr), &dir.path().join("console.log"), &stderr, Stage::Waiting, "boot")
-            .unwrap();
+        let mut w = Watcher::start(
+            duct::cmd!("sh", "-c", "sleep 100").stderr_path(&stderr),
+            &dir.path().join("console.log"),
+            &stderr,
+            Stage::Waiting,
+            "boot",
+        )
+        .unwrap();
         let err = w.until(Goal::PowerOff, &timeouts(1)).unwrap_err();
         w.finish();
-        assert!(err.to_string().starts_with("timed out after 1 s while dom0 waited for its scenario"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("timed out after 1 s while dom0 waited for its scenario"),
+            "{err}"
+        );
     }
 
     /// A check's output that looks like a panic is the check's, not the
@@ -558,7 +746,10 @@ mod tests {
                      echo '|1| Kernel panic - not syncing: quoted by a check'; echo '|2| (XEN) Panic on CPU 0:'; \
                      echo '==== numa-harness result end: 1 steps, 0 failed ===='";
         let (r, _) = run(&format!("{XEN}; {INIT}; {WAIT}; {block}; {TEARDOWN}"), 10);
-        assert_eq!(console::result_block(&r.unwrap()).unwrap()[0].output[0], "Kernel panic - not syncing: quoted by a check");
+        assert_eq!(
+            console::result_block(&r.unwrap()).unwrap()[0].output[0],
+            "Kernel panic - not syncing: quoted by a check"
+        );
     }
 
     #[test]
@@ -569,7 +760,10 @@ mod tests {
         assert!(err.starts_with("the scenario's domains were not all destroyed after the result block: numa-harness: teardown: 1 destroyed, 1 failed"), "{err}");
         assert!(took < Duration::from_secs(10));
         let (r, _) = run(&format!("{XEN}; {INIT}; {WAIT}; {BLOCK}"), 10);
-        assert!(r.unwrap_err().to_string().contains("dom0 powered off without reporting that it destroyed its domains"));
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("dom0 powered off without reporting that it destroyed its domains"));
     }
 
     #[test]
@@ -583,7 +777,10 @@ mod tests {
     fn no_power_off_is_an_error() {
         let (r, _) = run(&format!("{XEN}; {INIT}; {WAIT}; {BLOCK}; echo 'numa-harness: teardown: 1 destroyed, 0 failed'; sleep 100"), 1);
         let err = r.unwrap_err().to_string();
-        assert!(err.starts_with("timed out after 1 s after the result block, waiting for power-off"), "{err}");
+        assert!(
+            err.starts_with("timed out after 1 s after the result block, waiting for power-off"),
+            "{err}"
+        );
     }
 
     /// A guest killed before its result block is reported as such, at once.
@@ -593,7 +790,12 @@ mod tests {
         let err = r.unwrap_err();
         assert!(matches!(err, BootError::QemuExited { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.starts_with("QEMU exited (killed by signal 9) before the result block ended; console log: "), "{msg}");
+        assert!(
+            msg.starts_with(
+                "QEMU exited (killed by signal 9) before the result block ended; console log: "
+            ),
+            "{msg}"
+        );
         assert!(took < Duration::from_secs(10));
         assert!(!err.before_dom0());
     }
@@ -609,14 +811,20 @@ mod tests {
         );
         let err = r.unwrap_err();
         assert!(matches!(err, BootError::XenPanic { .. }), "{err}");
-        assert!(err.to_string().contains("Could not construct domain 0"), "{err}");
+        assert!(
+            err.to_string().contains("Could not construct domain 0"),
+            "{err}"
+        );
         assert!(took < Duration::from_secs(10), "{took:?}");
         assert!(err.before_dom0());
     }
 
     #[test]
     fn dom0_panic_stops_at_once() {
-        let (r, took) = run(&format!("{XEN}; echo '[ 2.0] Kernel panic - not syncing: VFS'; sleep 100"), 60);
+        let (r, took) = run(
+            &format!("{XEN}; echo '[ 2.0] Kernel panic - not syncing: VFS'; sleep 100"),
+            60,
+        );
         assert!(matches!(r, Err(BootError::Dom0Died { .. })));
         assert!(took < Duration::from_secs(10));
     }
@@ -625,7 +833,11 @@ mod tests {
     fn silent_machine_times_out() {
         let (r, _) = run(&format!("{XEN}; sleep 100"), 1);
         let err = r.unwrap_err();
-        assert!(err.to_string().starts_with("timed out after 1 s after Xen started, before dom0's init"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("timed out after 1 s after Xen started, before dom0's init"),
+            "{err}"
+        );
         assert!(err.before_dom0() && !err.is_stall());
     }
 
@@ -638,13 +850,30 @@ mod tests {
         let log = dir.path().join("console.log");
         let script = format!("{XEN}; {INIT}; {WAIT}; keys=$(head -c 7 | tr '\\001' A); echo \"(XEN) got $keys\"; sleep 100");
         let start = Instant::now();
-        let r = watch(duct::cmd!("sh", "-c", script).stderr_path(&stderr), &timeouts(1), &log, &stderr);
+        let r = watch(
+            duct::cmd!("sh", "-c", script).stderr_path(&stderr),
+            &timeouts(1),
+            &log,
+            &stderr,
+        );
         let err = r.unwrap_err();
-        assert!(matches!(err, BootError::Timeout { stage: Stage::Scenario, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BootError::Timeout {
+                    stage: Stage::Scenario,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.is_stall());
         assert!(start.elapsed() < Duration::from_secs(40));
         let text = std::fs::read_to_string(&log).unwrap();
-        assert!(text.contains("numa-harness: timed out; asking Xen for its state"), "{text}");
+        assert!(
+            text.contains("numa-harness: timed out; asking Xen for its state"),
+            "{text}"
+        );
         assert!(text.contains("(XEN) got AAA0dqr"), "{text}");
     }
 
@@ -654,8 +883,14 @@ mod tests {
         let err = r.unwrap_err();
         assert!(err.before_dom0());
         let err = err.to_string();
-        assert!(err.starts_with("QEMU exited (exit status 1) before Xen printed its banner"), "{err}");
-        assert!(err.ends_with("QEMU said:\n    qemu: could not load kernel"), "{err}");
+        assert!(
+            err.starts_with("QEMU exited (exit status 1) before Xen printed its banner"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("QEMU said:\n    qemu: could not load kernel"),
+            "{err}"
+        );
     }
 
     /// QEMU's stderr from a KVM boot of master's Xen on a machine whose
@@ -671,7 +906,13 @@ mod tests {
         };
         assert!(err.before_dom0());
         let err = err.to_string();
-        assert!(err.contains("\n    KVM internal error. Suberror: 1\n"), "{err}");
-        assert!(err.ends_with("(KVM here cannot run this Xen: run with NUMA_HARNESS_ACCEL=tcg)"), "{err}");
+        assert!(
+            err.contains("\n    KVM internal error. Suberror: 1\n"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("(KVM here cannot run this Xen: run with NUMA_HARNESS_ACCEL=tcg)"),
+            "{err}"
+        );
     }
 }
