@@ -266,22 +266,19 @@ impl Booter {
                 return boot::boot_whole(boot, &timeouts);
             }
             let saved = self.saved_host(boot, &timeouts)?;
-            let outcome = match boot::restore(boot, &saved.state, &timeouts) {
+            match boot::restore(boot, &saved.state, &timeouts) {
                 Err(BootError::Resume { why, .. }) => {
                     // A state QEMU cannot load is made again, once.
                     crate::say!("boot: {}: QEMU could not resume its saved host: {why}", boot.name);
                     saved::forget(&saved);
-                    let saved = self.saved_host(boot, &timeouts)?;
-                    let outcome = boot::restore(boot, &saved.state, &timeouts);
-                    host = Some(saved);
-                    outcome
+                    let saved = host.insert(self.saved_host(boot, &timeouts)?);
+                    boot::restore(boot, &saved.state, &timeouts)
                 }
                 outcome => {
                     host = Some(saved);
                     outcome
                 }
-            };
-            outcome
+            }
         };
         let text = match once() {
             Err(e) if e.is_stall() => {
