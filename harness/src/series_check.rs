@@ -6,6 +6,11 @@
 //! (with the OCaml bindings that xenopsd uses) where it touches those. A
 //! patch that touches neither is built as the one before it was.
 //!
+//! It also refuses a series that sets XEN_DOMCTL_INTERFACE_VERSION to a
+//! value an upstream release used (`xen/domctl-interface-versions.yaml`):
+//! that release's libxenctrl would pass the patched hypervisor's version
+//! check with another layout of the domctl structs.
+//!
 //! The walk happens in the base's x86_64 work tree (`work_tree`), the one
 //! the baseline and patched builds are made in, configured as they are
 //! (`xen/build.yaml`): at the commit of each build's last patch the walk
@@ -18,10 +23,11 @@
 //! check's recipe version (`series/<base>/<key>.ok` in the cache); an
 //! unchanged series is not rebuilt.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::build::{run_logged, BuildConfig, Job};
 use crate::fetch::XenSource;
@@ -153,6 +159,135 @@ pub fn check_cover_letter(text: &str) -> Vec<Finding> {
     out
 }
 
+/// `xen/domctl-interface-versions.yaml`: the XEN_DOMCTL_INTERFACE_VERSION
+/// of each upstream release.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceVersions {
+    /// What the file is; for its readers only.
+    #[allow(dead_code)]
+    pub description: String,
+    pub releases: Vec<ReleaseVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseVersion {
+    /// `MAJOR.MINOR`, e.g. `4.18`.
+    pub release: String,
+    /// Its value in the release's xen/include/public/domctl.h.
+    pub version: u32,
+}
+
+/// The table's path in the repository, as findings name it.
+const INTERFACE_VERSIONS: &str = "xen/domctl-interface-versions.yaml";
+
+impl InterfaceVersions {
+    pub fn load() -> Result<InterfaceVersions> {
+        Self::load_from(&paths::repo().join(INTERFACE_VERSIONS))
+    }
+
+    fn load_from(path: &Path) -> Result<InterfaceVersions> {
+        let table: InterfaceVersions = crate::config::load_yaml(path)?;
+        table.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(table)
+    }
+
+    /// Every release is `MAJOR.MINOR` and listed once.
+    fn validate(&self) -> Result<(), String> {
+        if self.releases.is_empty() {
+            return Err("field `releases`: empty".into());
+        }
+        for (i, r) in self.releases.iter().enumerate() {
+            let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !r.release.split_once('.').is_some_and(|(major, minor)| numeric(major) && numeric(minor)) {
+                return Err(format!("field `releases[{i}].release`: {:?} is not MAJOR.MINOR (e.g. \"4.18\")", r.release));
+            }
+            if let Some(j) = self.releases[..i].iter().position(|o| o.release == r.release) {
+                return Err(format!("field `releases[{i}].release`: {} is listed already as releases[{j}]", r.release));
+            }
+        }
+        Ok(())
+    }
+
+    /// The releases that used `version`.
+    fn releases_of(&self, version: u32) -> Vec<&str> {
+        self.releases.iter().filter(|r| r.version == version).map(|r| r.release.as_str()).collect()
+    }
+}
+
+const DOMCTL_H: &str = "xen/include/public/domctl.h";
+
+/// The value of `#define XEN_DOMCTL_INTERFACE_VERSION <value>` (spaces and
+/// tabs anywhere between the tokens), or None for any other line.
+fn interface_version_define(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix('#')?.trim_start().strip_prefix("define")?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let mut words = rest.split_whitespace();
+    if words.next()? != "XEN_DOMCTL_INTERFACE_VERSION" {
+        return None;
+    }
+    words.next()
+}
+
+fn parse_hex(value: &str) -> Option<u32> {
+    let digits = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X"))?;
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// Refuses a series whose XEN_DOMCTL_INTERFACE_VERSION is one an upstream
+/// release used. `patches` are the series' (name, text) in order; what
+/// counts is the last line across the series that adds the define to
+/// domctl.h. A series that never sets it does not change the version.
+pub fn check_interface_version(patches: &[(&str, &str)], table: &InterfaceVersions) -> Vec<Finding> {
+    // (patch, value added, value that line replaced in that patch)
+    let mut last: Option<(&str, &str, Option<&str>)> = None;
+    for &(name, text) in patches {
+        let mut file = "";
+        let mut removed = None;
+        for line in parse_mail(text).diff {
+            if line.starts_with("diff --git ") {
+                file = "";
+            } else if let Some(f) = line.strip_prefix("+++ ") {
+                file = f.strip_prefix("b/").unwrap_or(f);
+            } else if line.starts_with("--- ") {
+                // the old side's name; `+++` follows
+            } else if file != DOMCTL_H {
+                continue;
+            } else if let Some(value) = line.strip_prefix('-').and_then(interface_version_define) {
+                removed = Some(value);
+            } else if let Some(value) = line.strip_prefix('+').and_then(interface_version_define) {
+                last = Some((name, value, removed));
+            }
+        }
+    }
+    let Some((patch, value, replaced)) = last else { return Vec::new() };
+    let finding = |what: String| vec![Finding { patch: patch.to_string(), what }];
+    let Some(version) = parse_hex(value) else {
+        return finding(format!(
+            "{DOMCTL_H}: XEN_DOMCTL_INTERFACE_VERSION is set to {value:?}, not a hex number: \
+             cannot check it against the releases' versions ({INTERFACE_VERSIONS})"
+        ));
+    };
+    let releases = table.releases_of(version);
+    if releases.is_empty() {
+        return Vec::new();
+    }
+    let keep = match replaced.and_then(parse_hex) {
+        Some(base) => format!("keep the base's value ({base:#010x})"),
+        None => "keep the base's value".to_string(),
+    };
+    finding(format!(
+        "{DOMCTL_H}: XEN_DOMCTL_INTERFACE_VERSION {version:#010x} is the one Xen {} used ({INTERFACE_VERSIONS}), so that \
+         release's libxenctrl would pass this hypervisor's version check with another layout of the \
+         domctl structs; choose a value no release used or, on a stable branch, {keep} and make the \
+         change compatible (e.g. with a creation flag an unpatched hypervisor refuses)",
+        releases.join(", ")
+    ))
+}
+
 /// The files a patch changes (both sides of each diff, without /dev/null).
 fn files_touched(text: &str) -> Vec<&str> {
     text.lines()
@@ -208,12 +343,15 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         .iter()
         .map(|p| std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display())))
         .collect::<Result<Vec<String>>>()?;
-    for (p, text) in series.patches.iter().zip(&texts) {
-        findings.extend(check_form(&p.name(), text));
+    let names: Vec<String> = series.patches.iter().map(|p| p.name()).collect();
+    for (name, text) in names.iter().zip(&texts) {
+        findings.extend(check_form(name, text));
     }
+    let named: Vec<(&str, &str)> = names.iter().zip(&texts).map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    findings.extend(check_interface_version(&named, &InterfaceVersions::load()?));
     if !findings.is_empty() {
         let list: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.patch, f.what)).collect();
-        bail!("the series' form needs fixing:\n    {}", list.join("\n    "));
+        bail!("the series needs fixing:\n    {}", list.join("\n    "));
     }
     crate::say!("series: {}: {} patches and the cover letter are well formed", source.base, series.patches.len());
     build_each(sh, source, series, &texts)
@@ -408,6 +546,104 @@ mod tests {
         assert_eq!(what(&fixes), Vec::<String>::new());
         let empty = GOOD.replace("Why it matters.\n", "");
         assert_eq!(what(&empty), ["has no commit message saying why"]);
+    }
+
+    /// A patch in `git format-patch` shape that changes domctl.h's
+    /// interface version from `from` to `to`.
+    fn bump(from: &str, to: &str) -> String {
+        format!(
+            "From 0123 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nDate: Tue, 24 Nov 2026 03:43:24 +0000\n\
+             Subject: [PATCH 05/11] xen/domctl: bump the interface version\n\n\
+             The layout changes.\n---\n xen/include/public/domctl.h | 2 +-\n\n\
+             diff --git a/xen/include/public/domctl.h b/xen/include/public/domctl.h\n\
+             --- a/xen/include/public/domctl.h\n+++ b/xen/include/public/domctl.h\n\
+             @@ -21,7 +21,7 @@\n  * Stable ops are NOT covered by XEN_DOMCTL_INTERFACE_VERSION!\n  */\n\
+             -#define XEN_DOMCTL_INTERFACE_VERSION {from}\n+#define XEN_DOMCTL_INTERFACE_VERSION{to}\n\
+             \n /*\n  * NB. xen_domctl.domain is an IN/OUT parameter for this operation.\n-- \n2.39.5\n"
+        )
+    }
+
+    fn table() -> InterfaceVersions {
+        crate::config::parse_yaml(
+            "description: d\nreleases:\n  - {release: \"4.17\", version: 0x00000015}\n\
+             \x20 - {release: \"4.18\", version: 0x00000016}\n  - {release: \"4.19\", version: 0x00000017}\n\
+             \x20 - {release: \"4.20\", version: 0x00000017}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn interface_version_of_a_release_is_refused() {
+        let patch = bump("0x00000015", " 0x00000016");
+        let found = check_interface_version(&[("0001.patch", GOOD), ("0005.patch", &patch)], &table());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].patch, "0005.patch");
+        let what = &found[0].what;
+        assert!(
+            what.starts_with("xen/include/public/domctl.h: XEN_DOMCTL_INTERFACE_VERSION 0x00000016 is the one Xen 4.18 used"),
+            "{what}"
+        );
+        assert!(what.contains("keep the base's value (0x00000015)"), "{what}");
+        // Tabs between the tokens; every release that used it is named.
+        let tabs = bump("0x00000016", "\t 0x00000017");
+        let what = &check_interface_version(&[("p", &tabs)], &table())[0].what;
+        assert!(what.contains("0x00000017 is the one Xen 4.19, 4.20 used"), "{what}");
+    }
+
+    #[test]
+    fn fresh_interface_version_passes() {
+        assert_eq!(check_interface_version(&[("p", &bump("0x00000018", " 0x00000019"))], &table()), []);
+    }
+
+    #[test]
+    fn series_not_setting_the_interface_version_passes() {
+        assert_eq!(check_interface_version(&[("a", GOOD), ("b", GOOD)], &table()), []);
+        // The define added to another file is not domctl.h's.
+        let elsewhere = bump("0x00000015", " 0x00000016").replace("xen/include/public/domctl.h", "tools/include/x.h");
+        assert_eq!(check_interface_version(&[("p", &elsewhere)], &table()), []);
+    }
+
+    #[test]
+    fn last_interface_version_wins() {
+        let (first, then) = (bump("0x00000015", " 0x00000016"), bump("0x00000016", " 0x00000019"));
+        assert_eq!(check_interface_version(&[("a", &first), ("b", &then)], &table()), []);
+        let back = check_interface_version(&[("b", &then), ("a", &first)], &table());
+        assert_eq!(back.iter().map(|f| f.patch.as_str()).collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn interface_version_that_is_not_hex() {
+        let what = &check_interface_version(&[("p", &bump("0x00000015", " NEXT_VERSION"))], &table())[0].what;
+        assert!(what.contains("set to \"NEXT_VERSION\", not a hex number"), "{what}");
+    }
+
+    #[test]
+    fn interface_versions_file_loads() {
+        let table = InterfaceVersions::load().unwrap();
+        assert_eq!(table.releases_of(0x15), ["4.17"]);
+        assert_eq!(table.releases_of(0x16), ["4.18"]);
+    }
+
+    #[test]
+    fn interface_versions_file_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("versions.yaml");
+        let err = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            format!("{:#}", InterfaceVersions::load_from(&path).unwrap_err())
+        };
+        let file = path.display().to_string();
+        let one = "description: d\nreleases:\n  - {release: \"4.17\", version: 0x15}\n";
+        assert_eq!(
+            err(&format!("{one}  - {{release: \"4.17\", version: 0x16}}\n")),
+            format!("{file}: field `releases[1].release`: 4.17 is listed already as releases[0]")
+        );
+        assert_eq!(
+            err(&one.replace("\"4.17\"", "4.17.1")),
+            format!("{file}: field `releases[0].release`: \"4.17.1\" is not MAJOR.MINOR (e.g. \"4.18\")")
+        );
+        let bad = err(&one.replace("0x15", "0x1G"));
+        assert!(bad.starts_with(&format!("{file}: field `releases[0].version`: ")), "{bad}");
     }
 
     #[test]
