@@ -234,9 +234,31 @@ let settle xc before_doms =
   in
   wait 30 (free_pages xc)
 
+(* A domain ID not in [doms], counting down from the highest with each
+   call: what a request Xen is to refuse asks for, so that a refusal that
+   kept the ID shows. A destroyed domain's ID is only free again once the
+   domain is completely gone, which can be after it has left the list. *)
+let next_domid = ref 0x7ff0
+
+let free_domid doms =
+  let rec down () =
+    decr next_domid;
+    if !next_domid = 0 then failwith "no domain ID is free"
+    else if List.mem !next_domid doms then down ()
+    else !next_domid
+  in
+  down ()
+
+(* After a refused request for [domid], a domain must be created with that
+   ID: a refusal that kept it would make Xen answer EEXIST. *)
+let domid_reusable xc config domid =
+  match Xenctrl.domain_create xc ~domid config with
+  | got -> Xenctrl.domain_destroy xc got; got = domid
+  | exception Xenctrl.Error _ -> false
+
 (* xenopsd's VM_create, then its build's first step: the vCPUs. *)
-let create_domain xc config ~vcpus =
-  let domid = Xenctrl.domain_create xc config in
+let create_domain ?domid xc config ~vcpus =
+  let domid = Xenctrl.domain_create xc ?domid config in
   (try Xenctrl.domain_max_vcpus xc domid vcpus
    with e -> Xenctrl.domain_destroy xc domid; raise e);
   domid
@@ -260,7 +282,12 @@ let request xc host ~pool_nodes ~what ~cpupool ~vcpus ~nodes expect =
   let handle = Printf.sprintf "00000000-0000-4000-8000-%012d" !count in
   let config = Create_config.make ~handle ~max_vcpus:vcpus ~cpupool_id:cpupool
       ~node_affinity:nodes in
-  (match create_domain xc config ~vcpus, expect with
+  let asked = match expect with
+    | Refused_by_xen _ -> Some (free_domid before_doms)
+    | _ -> None in
+  let plain = Create_config.make ~handle ~max_vcpus:1 ~cpupool_id:cpupool
+      ~node_affinity:[] in
+  (match create_domain ?domid:asked xc config ~vcpus, expect with
    | domid, Created_auto ->
      (match node_affinity xc domid with
       | Some got when Filename.check_suffix got " (auto)" ->
@@ -290,10 +317,13 @@ let request xc host ~pool_nodes ~what ~cpupool ~vcpus ~nodes expect =
      (match expect with
       | Refused_by_xen node ->
         (* Printed since the 'u' output free_pages asked for above. *)
-        let says = refusal node in
-        if List.exists (fun l -> contains l says) (since_last_u xc)
-        then pass "%s: refused (%s), Xen says %S" what msg says
-        else fail "%s: refused (%s), but Xen's console does not say %S" what msg says
+        let says = refusal node and domid = Option.get asked in
+        if not (List.exists (fun l -> contains l says) (since_last_u xc)) then
+          fail "%s: refused (%s), but Xen's console does not say %S" what msg says
+        else if not (domid_reusable xc plain domid) then
+          fail "%s: refused (%s) as d%d, which no domain can be created as afterwards"
+            what msg domid
+        else pass "%s: refused (%s), Xen says %S" what msg says
       | _ -> fail "%s: refused by Xen (%s)" what msg)
    | exception Invalid_argument arg ->
      (match expect with
