@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 
 /// Parses a YAML file; an error names the file, the field path and the line.
@@ -95,6 +95,24 @@ pub fn stem(path: &Path) -> Result<String> {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .with_context(|| format!("{} has no file name", path.display()))
+}
+
+/// The name of a data file whose name goes into paths and into the shell
+/// script dom0 runs (a scenario, a topology): its file name without the
+/// extension, refused unless it is safe as both, i.e. ASCII letters, digits,
+/// `.`, `_` and `-`, starting with a letter or digit.
+pub fn safe_stem(path: &Path) -> Result<String> {
+    let name = stem(path)?;
+    let safe = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !safe {
+        bail!(
+            "{}: the file name {name:?} is used in paths and in dom0's shell: rename the file to ASCII letters, \
+             digits, `.`, `_` and `-`, starting with a letter or digit",
+            path.display()
+        );
+    }
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ impl Scenario {
     /// A well-formed scenario, whatever topology it is for.
     pub fn load_any(path: &Path) -> Result<Scenario> {
         let mut s: Scenario = crate::config::load_yaml(path)?;
-        s.name = crate::config::stem(path)?;
+        s.name = crate::config::safe_stem(path)?;
         s.path = path.to_path_buf();
         s.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(s)
@@ -365,13 +365,16 @@ impl Scenario {
         }
         for (i, c) in self.checks.iter().enumerate() {
             if !is_name(&c.name) {
-                bail!("field `checks[{i}].name`: {:?} is not a name (letters, digits and `-`)", c.name);
+                bail!("field `checks[{i}].name`: {:?} is not a name ({NAME_RULE})", c.name);
             }
             if c.command.is_empty() {
                 bail!("field `checks[{i}].command`: empty");
             }
-            if let Some(w) = c.command.iter().find(|w| w.chars().any(|ch| "'\"\\$`;&|<> \n".contains(ch))) {
-                bail!("field `checks[{i}].command`: {w:?}: words may not hold spaces or shell characters");
+            if let Some((j, w)) = c.command.iter().enumerate().find(|(j, w)| !is_plain_word(w, *j == 0)) {
+                bail!(
+                    "field `checks[{i}].command[{j}]`: {w:?}: dom0's shell runs the words as they stand, so each \
+                     holds only letters, digits and `_./,:=+@%^-` (no `=` in the first)"
+                );
             }
         }
         if let Some(a) = &self.dom0_hard_affinity {
@@ -381,7 +384,7 @@ impl Scenario {
         for (i, d) in self.domains.iter().enumerate() {
             let at = |f: &str| format!("field `domains[{i}].{f}`");
             if !is_name(&d.name) {
-                bail!("{}: {:?} is not a domain name (letters, digits and `-`)", at("name"), d.name);
+                bail!("{}: {:?} is not a domain name ({NAME_RULE})", at("name"), d.name);
             }
             if let Some(j) = seen.insert(d.name.clone(), i) {
                 bail!("{}: {:?} is also the name of domains[{j}]", at("name"), d.name);
@@ -401,7 +404,7 @@ impl Scenario {
         let mut pools = BTreeMap::new();
         for (i, p) in self.cpupools.iter().enumerate() {
             if !is_name(&p.name) || p.name == "Pool-0" {
-                bail!("field `cpupools[{i}].name`: {:?} is not a name for a new pool (letters, digits and `-`; not Pool-0)", p.name);
+                bail!("field `cpupools[{i}].name`: {:?} is not a name for a new pool ({NAME_RULE}; not Pool-0)", p.name);
             }
             if let Some(j) = pools.insert(p.name.clone(), i) {
                 bail!("field `cpupools[{i}].name`: {:?} is also the name of cpupools[{j}]", p.name);
@@ -583,8 +586,26 @@ impl Domain {
 
 /// Domain and check names: they become file names and words in dom0's
 /// shell script.
+/// What [`is_name`] asks for, as error messages say it.
+const NAME_RULE: &str = "letters, digits and `-`, not all digits, not starting with `-`";
+
+/// A name for a domain, a cpupool or a check: letters, digits and `-`, not
+/// all digits (xl would take it for an ID) and not starting with `-` (xl
+/// would take it for an option).
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !s.starts_with('-')
+        && !s.chars().all(|c| c.is_ascii_digit())
+}
+
+/// A word of a check's command, which dom0's shell runs as it stands: only
+/// characters no shell gives a meaning to, and no assignment for a first
+/// word.
+fn is_plain_word(word: &str, first: bool) -> bool {
+    !word.is_empty()
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || "_./,:=+@%^-".contains(c))
+        && !(first && word.contains('='))
 }
 
 impl Affinity {
@@ -662,6 +683,46 @@ mod tests {
         s.validate()?;
         s.fits(&two_node()).map_err(|e| anyhow::anyhow!(e))?;
         Ok(s)
+    }
+
+    /// Names xl would read as a domain ID or an option, and check words a
+    /// shell would interpret, are refused before anything runs; the file
+    /// name of a scenario or topology has to be safe as a path and a shell
+    /// word.
+    #[test]
+    fn names_and_words_dom0_cannot_misread() {
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        let domain = |name: &str| err(&format!("description: x\ndomains:\n- {{name: {name}, type: pv, vcpus: 1, memory_mib: 100}}\n"));
+        let rule = "letters, digits and `-`, not all digits, not starting with `-`";
+        assert_eq!(domain("'2'"), format!("field `domains[0].name`: \"2\" is not a domain name ({rule})"));
+        assert_eq!(domain("-h"), format!("field `domains[0].name`: \"-h\" is not a domain name ({rule})"));
+        assert!(parse("description: x\ndomains:\n- {name: 2nd, type: pv, vcpus: 1, memory_mib: 100}\n").is_ok());
+        assert_eq!(
+            err("description: x\ncpupools: [{name: '1', cpus: {nodes: [1]}}]\n"),
+            format!("field `cpupools[0].name`: \"1\" is not a name for a new pool ({rule}; not Pool-0)")
+        );
+        let check = |words: &str| err(&format!("description: x\nchecks: [{{name: c, command: [{words}]}}]\n"));
+        for (words, at, word) in [
+            ("\"a(b\"", 0, "a(b"),
+            ("tool, \"a\\tb\"", 1, "a\tb"),
+            ("tool, \"x#y\"", 1, "x#y"),
+            ("tool, \"*\"", 1, "*"),
+            ("\"A=1\", tool", 0, "A=1"),
+            ("tool, \"\"", 1, ""),
+        ] {
+            assert!(check(words).starts_with(&format!("field `checks[0].command[{at}]`: {word:?}: dom0's shell")), "{}", check(words));
+        }
+        assert!(parse("description: x\nchecks: [{name: c, command: [t, -l, \"system_u:system_r:domU_t\", --x=1]}]\n").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["a\nb.yaml", "a b.yaml", "-x.yaml", ".x.yaml", "a;b.yaml"] {
+            let path = dir.path().join(bad);
+            std::fs::write(&path, "description: x\n").unwrap();
+            let e = Scenario::load_any(&path).unwrap_err().to_string();
+            assert!(e.contains("is used in paths and in dom0's shell"), "{bad:?}: {e}");
+        }
+        let path = dir.path().join("ok_1.2-x.yaml");
+        std::fs::write(&path, "description: x\n").unwrap();
+        assert_eq!(Scenario::load_any(&path).unwrap().name, "ok_1.2-x");
     }
 
     /// Every shipped scenario fits every shipped topology it is made for
@@ -856,7 +917,8 @@ mod tests {
         );
         assert_eq!(
             err("description: x\ncpupools: [{name: Pool-0, cpus: {nodes: [1]}}]\n"),
-            "field `cpupools[0].name`: \"Pool-0\" is not a name for a new pool (letters, digits and `-`; not Pool-0)"
+            "field `cpupools[0].name`: \"Pool-0\" is not a name for a new pool (letters, digits and `-`, not all \
+             digits, not starting with `-`; not Pool-0)"
         );
         assert_eq!(
             err("description: x\ncpupools: [{name: all, cpus: {nodes: [0, 1]}}]\n"),

@@ -43,7 +43,7 @@ const MAX_CPUS: u32 = 16;
 impl Topology {
     pub fn load(path: &Path) -> Result<Topology> {
         let mut t: Topology = crate::config::load_yaml(path)?;
-        t.name = crate::config::stem(path)?;
+        t.name = crate::config::safe_stem(path)?;
         t.path = path.to_path_buf();
         t.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(t)
