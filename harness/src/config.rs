@@ -27,6 +27,10 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     })
 }
 
+/// The largest `--timeout-scale`: the longest timeout (600 s) becomes most
+/// of a week.
+const MAX_TIMEOUT_SCALE: f64 = 1000.0;
+
 /// Every boot timeout, in one place. `--timeout-scale` or the environment
 /// variable `NUMA_HARNESS_TIMEOUT_SCALE` multiplies them all (e.g. `3` on a
 /// slow runner).
@@ -62,8 +66,11 @@ impl Timeouts {
                 Err(_) => 1.0,
             },
         };
-        if !(scale > 0.0 && scale.is_finite()) {
-            return Err(anyhow!("timeout scale must be a positive number, not {scale}"));
+        if !(scale > 0.0 && scale <= MAX_TIMEOUT_SCALE) {
+            return Err(anyhow!(
+                "timeout scale must be a number above 0 and at most {MAX_TIMEOUT_SCALE} (the longest timeout \
+                 then being about a week), not {scale:?}"
+            ));
         }
         let (banner, init, daemons, delivery, result) = if kvm { (20, 60, 60, 30, 180) } else { (60, 240, 120, 60, 600) };
         let s = |secs: u64| Duration::from_secs_f64(secs as f64 * scale);
@@ -144,5 +151,9 @@ mod tests {
         let t = Timeouts::new(false, Some(2.0)).unwrap();
         assert_eq!(t.result, Duration::from_secs(1200));
         assert!(Timeouts::new(false, Some(0.0)).is_err());
+        assert!(Timeouts::new(false, Some(f64::NAN)).is_err());
+        assert!(Timeouts::new(false, Some(1000.0)).is_ok());
+        let err = Timeouts::new(false, Some(1e300)).unwrap_err().to_string();
+        assert!(err.starts_with("timeout scale must be a number above 0 and at most 1000 (") && err.ends_with("not 1e300"), "{err}");
     }
 }

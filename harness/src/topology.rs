@@ -39,6 +39,9 @@ const MACHINE_MIN_MIB: u64 = 1024;
 /// What QEMU under TCG is practical for.
 const MAX_NODES: usize = 8;
 const MAX_CPUS: u32 = 16;
+/// A node's memory at most (1 TiB): far more than any machine running this
+/// can give QEMU, and small enough that no sum of nodes overflows.
+const NODE_MAX_MIB: u64 = 1 << 20;
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Topology> {
@@ -60,6 +63,12 @@ impl Topology {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.cpus == 0 && node.memory_mib == 0 {
                 bail!("field `nodes[{i}]`: neither CPUs nor memory; a node needs at least one of them");
+            }
+            if node.cpus > MAX_CPUS {
+                bail!("field `nodes[{i}].cpus`: {}; QEMU under TCG is only practical up to {MAX_CPUS} in all", node.cpus);
+            }
+            if node.memory_mib > NODE_MAX_MIB {
+                bail!("field `nodes[{i}].memory_mib`: {} MiB is more than a node can have here ({NODE_MAX_MIB})", node.memory_mib);
             }
             if node.memory_mib != 0 && node.memory_mib < NODE_MIN_MIB {
                 bail!(
@@ -257,6 +266,11 @@ mod tests {
         let err = |text: &str| parse(text).unwrap_err().to_string();
         let two = "nodes:\n- {cpus: 2, memory_mib: 1024}\n- {cpus: 2, memory_mib: 1024}\n";
         assert!(err(&format!("description: x\n{two}distances: [[10, 20]]\n")).starts_with("field `distances`: 1 rows for 2 nodes"));
+        // Sums that would overflow are refused per node, before summing.
+        let huge = "nodes:\n- {cpus: 4294967295, memory_mib: 1024}\n- {cpus: 1, memory_mib: 1024}\n";
+        assert!(err(&format!("description: x\n{huge}distances: [[10, 20], [20, 10]]\n")).starts_with("field `nodes[0].cpus`: 4294967295"));
+        let huge = "nodes:\n- {cpus: 1, memory_mib: 18446744073709551615}\n- {cpus: 1, memory_mib: 1024}\n";
+        assert!(err(&format!("description: x\n{huge}distances: [[10, 20], [20, 10]]\n")).starts_with("field `nodes[0].memory_mib`: 18446744073709551615 MiB"));
         assert!(err(&format!("description: x\n{two}distances: [[10, 20], [20, 11]]\n")).starts_with("field `distances[1][1]`"));
         assert!(err(&format!("description: x\n{two}distances: [[10, 5], [20, 10]]\n")).starts_with("field `distances[0][1]`: 5 is not"));
         let nodes = |list: &str| err(&format!("description: x\nnodes: [{list}]\ndistances: [[10, 20], [20, 10]]\n"));

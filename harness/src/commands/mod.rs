@@ -25,6 +25,11 @@ use crate::{host, lock, paths};
 
 pub fn dispatch(flags: Xtask) -> Result<()> {
     let sh = Shell::new()?;
+    // A bad timeout scale (flag or environment) is refused before anything
+    // is fetched, built or booted.
+    if let Some(scale) = timeout_scale(&flags.subcommand) {
+        crate::config::Timeouts::new(false, scale)?;
+    }
     match flags.subcommand {
         XtaskCmd::Setup(_) => setup::setup(&sh),
         XtaskCmd::Fetch(f) => setup::fetch(&sh, f),
@@ -35,6 +40,17 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
         XtaskCmd::Run(r) => run::run(&sh, r),
         XtaskCmd::Test(t) => test::test(&sh, t),
         XtaskCmd::Evidence(e) => evidence::evidence(&sh, e),
+    }
+}
+
+/// The `--timeout-scale` of a subcommand that boots, `None` for the others.
+fn timeout_scale(cmd: &XtaskCmd) -> Option<Option<f64>> {
+    match cmd {
+        XtaskCmd::Boot(b) => Some(b.timeout_scale),
+        XtaskCmd::Run(r) => Some(r.timeout_scale),
+        XtaskCmd::Test(t) => Some(t.timeout_scale),
+        XtaskCmd::Evidence(e) => Some(e.timeout_scale),
+        _ => None,
     }
 }
 
