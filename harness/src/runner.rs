@@ -191,6 +191,7 @@ impl Booter {
     /// `<identity>.timed.console.log` for a [timed](Booter::timed) boot),
     /// is parsed anew instead.
     pub fn run(&self, boot: &Boot, artifacts: &Artifacts, topology: &Topology, scenario: &Scenario, scale: Option<f64>) -> Result<Report> {
+        boot.run_dir.forget_report()?;
         let kept = self.kept(boot)?;
         if self.reuse && kept.exists() {
             return self.read_again(boot, artifacts, topology, scenario, &kept);

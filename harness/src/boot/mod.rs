@@ -100,6 +100,18 @@ impl RunDir {
         self.0.join("report.yaml")
     }
 
+    /// Removes the report an earlier run left, which would otherwise sit
+    /// beside a failed run's console as if it were its own.
+    pub fn forget_report(&self) -> Result<()> {
+        let report = self.report();
+        match std::fs::remove_file(&report) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing the earlier run's report {}", report.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn timeline(&self) -> PathBuf {
         self.0.join(timeline::FILE)
     }
@@ -456,6 +468,19 @@ pub fn printable(boot: &Boot) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run starts without the report of the one before: if it fails, no
+    /// report sits beside its console.
+    #[test]
+    fn an_earlier_report_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = RunDir(dir.path().join("run"));
+        run_dir.forget_report().unwrap();
+        std::fs::create_dir_all(run_dir.path()).unwrap();
+        std::fs::write(run_dir.report(), "base: master\n").unwrap();
+        run_dir.forget_report().unwrap();
+        assert!(!run_dir.report().exists());
+    }
 
     /// What dom0's init reads: the header's byte count and hash are those
     /// of the archive after it, which holds the scenario's files.
