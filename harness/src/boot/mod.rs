@@ -105,9 +105,8 @@ impl RunDir {
     pub fn forget_report(&self) -> Result<()> {
         let report = self.report();
         match std::fs::remove_file(&report) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing the earlier run's report {}", report.display()))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+                .with_context(|| format!("removing the earlier run's report {}", report.display())),
             _ => Ok(()),
         }
     }
@@ -268,6 +267,22 @@ fn machine_error(what: &str, e: anyhow::Error, log: &Path, stderr: &Path) -> Boo
     ))
 }
 
+/// Starts QEMU for `host` as `run` asks, supervised, its stderr to `stderr`,
+/// and watches its console into `log` from `stage` on; `what` names it in the
+/// run's status.
+fn start_watched(
+    host: &Host,
+    run: &Run,
+    log: &Path,
+    stderr: &Path,
+    stage: Stage,
+    what: &str,
+) -> Result<Watcher, BootError> {
+    let cmd = host.command(run);
+    let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(stderr));
+    Watcher::start(expr, log, stderr, stage, what)
+}
+
 /// Boots `host` until dom0 waits for its scenario, then writes the
 /// stopped machine's state, zstd-compressed, to `state`. The console log,
 /// QEMU's stderr and the timeline go into `dir`; `what` names the boot
@@ -289,10 +304,8 @@ pub fn save(
         qmp: Some(socket.clone()),
         incoming: None,
     };
-    let cmd = host.command(&run);
     let (log, stderr) = (dir.join("console.log"), dir.join("qemu-stderr.log"));
-    let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr));
-    let mut w = Watcher::start(expr, &log, &stderr, Stage::Starting, what)?;
+    let mut w = start_watched(host, &run, &log, &stderr, Stage::Starting, what)?;
     let outcome = w.until(Goal::AwaitingScenario, timeouts).and_then(|()| {
         let uri = format!(
             "exec:zstd -1 -q -f -o {}",
@@ -329,11 +342,10 @@ pub fn restore(boot: &Boot, state: &Path, timeouts: &Timeouts) -> Result<String,
         qmp: Some(socket.clone()),
         incoming: Some(state.to_path_buf()),
     };
-    let cmd = boot.host.command(&run);
     let (log, stderr) = (run_dir.console_log(), run_dir.qemu_stderr());
-    let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr));
-    let mut w = Watcher::start(
-        expr,
+    let mut w = start_watched(
+        &boot.host,
+        &run,
         &log,
         &stderr,
         Stage::Waiting,
@@ -385,11 +397,10 @@ pub fn boot_whole(boot: &Boot, timeouts: &Timeouts) -> Result<String, BootError>
         qmp: None,
         incoming: None,
     };
-    let cmd = boot.host.command(&run);
     let (log, stderr) = (run_dir.console_log(), run_dir.qemu_stderr());
-    let expr = crate::process::supervised(duct::cmd(&cmd[0], &cmd[1..]).stderr_path(&stderr));
-    let mut w = Watcher::start(
-        expr,
+    let mut w = start_watched(
+        &boot.host,
+        &run,
         &log,
         &stderr,
         Stage::Starting,
