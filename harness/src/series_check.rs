@@ -344,10 +344,10 @@ pub fn check(sh: &Shell, source: &XenSource, series: &Series) -> Result<()> {
         .map(|p| std::fs::read_to_string(&p.path).with_context(|| format!("cannot read patch {}", p.path.display())))
         .collect::<Result<Vec<String>>>()?;
     let names: Vec<String> = series.patches.iter().map(|p| p.name()).collect();
-    for (name, text) in names.iter().zip(&texts) {
+    let named: Vec<(&str, &str)> = names.iter().zip(&texts).map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    for &(name, text) in &named {
         findings.extend(check_form(name, text));
     }
-    let named: Vec<(&str, &str)> = names.iter().zip(&texts).map(|(n, t)| (n.as_str(), t.as_str())).collect();
     findings.extend(check_interface_version(&named, &InterfaceVersions::load()?));
     if !findings.is_empty() {
         let list: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.patch, f.what)).collect();
