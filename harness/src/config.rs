@@ -52,26 +52,34 @@ pub struct Timeouts {
     pub poweroff: Duration,
 }
 
+/// The factor every timeout is multiplied by: `--timeout-scale` if given,
+/// else `NUMA_HARNESS_TIMEOUT_SCALE`, else 1; refused unless above 0 and at
+/// most [`MAX_TIMEOUT_SCALE`].
+pub fn timeout_scale(flag: Option<f64>) -> Result<f64> {
+    let scale = match flag {
+        Some(s) => s,
+        None => match std::env::var("NUMA_HARNESS_TIMEOUT_SCALE") {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| anyhow!("NUMA_HARNESS_TIMEOUT_SCALE={v:?} is not a number (e.g. 2 or 0.5)"))?,
+            Err(_) => 1.0,
+        },
+    };
+    if !(scale > 0.0 && scale <= MAX_TIMEOUT_SCALE) {
+        return Err(anyhow!(
+            "timeout scale must be a number above 0 and at most {MAX_TIMEOUT_SCALE} (the longest timeout \
+             then being about a week), not {scale:?}"
+        ));
+    }
+    Ok(scale)
+}
+
 impl Timeouts {
     /// Under TCG everything is emulated, so a boot is slower by an order of
     /// magnitude than under KVM; the limits are set for TCG on 2 cores with
     /// room to spare, and tightened for KVM.
     pub fn new(kvm: bool, scale: Option<f64>) -> Result<Timeouts> {
-        let scale = match scale {
-            Some(s) => s,
-            None => match std::env::var("NUMA_HARNESS_TIMEOUT_SCALE") {
-                Ok(v) => v.parse().map_err(|_| {
-                    anyhow!("NUMA_HARNESS_TIMEOUT_SCALE={v:?} is not a number (e.g. 2 or 0.5)")
-                })?,
-                Err(_) => 1.0,
-            },
-        };
-        if !(scale > 0.0 && scale <= MAX_TIMEOUT_SCALE) {
-            return Err(anyhow!(
-                "timeout scale must be a number above 0 and at most {MAX_TIMEOUT_SCALE} (the longest timeout \
-                 then being about a week), not {scale:?}"
-            ));
-        }
+        let scale = timeout_scale(scale)?;
         let (banner, init, daemons, delivery, result) = if kvm { (20, 60, 60, 30, 180) } else { (60, 240, 120, 60, 600) };
         let s = |secs: u64| Duration::from_secs_f64(secs as f64 * scale);
         Ok(Timeouts {

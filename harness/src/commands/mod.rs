@@ -27,8 +27,8 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
     let sh = Shell::new()?;
     // A bad timeout scale (flag or environment) is refused before anything
     // is fetched, built or booted.
-    if let Some(scale) = timeout_scale(&flags.subcommand) {
-        crate::config::Timeouts::new(false, scale)?;
+    if let Some(scale) = timeout_scale_flag(&flags.subcommand) {
+        crate::config::timeout_scale(scale)?;
     }
     match flags.subcommand {
         XtaskCmd::Setup(_) => setup::setup(&sh),
@@ -44,7 +44,7 @@ pub fn dispatch(flags: Xtask) -> Result<()> {
 }
 
 /// The `--timeout-scale` of a subcommand that boots, `None` for the others.
-fn timeout_scale(cmd: &XtaskCmd) -> Option<Option<f64>> {
+fn timeout_scale_flag(cmd: &XtaskCmd) -> Option<Option<f64>> {
     match cmd {
         XtaskCmd::Boot(b) => Some(b.timeout_scale),
         XtaskCmd::Run(r) => Some(r.timeout_scale),
